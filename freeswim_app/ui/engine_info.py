@@ -1,0 +1,143 @@
+"""What the widgets read from the engine: installed models, model figures, memory plans and versions.
+
+The engine's model listing and memory planning are optional here: when a module or
+function is missing (an older engine) the widgets show that the information is not
+available instead of failing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+from typing import Any
+
+from freeswim_engine.errors import FreeSwimError
+
+logger = logging.getLogger(__name__)
+
+
+def installed_models() -> list[tuple[str, str]]:
+    """Return (model spec, label) for each model `api.list_models()` reports, or nothing without that API."""
+    try:
+        api = importlib.import_module("freeswim_engine.api")
+    except ImportError as error:
+        logger.info("Model listing not available: %s", error)
+        return []
+    try:
+        infos = api.list_models()
+    except (FreeSwimError, OSError) as error:
+        logger.warning("Listing installed models failed: %s", error)
+        return []
+    models = []
+    for info in infos:
+        spec = _first_attribute(info, ("spec", "path", "repo_id", "name"))
+        if not spec:
+            continue
+        label = _first_attribute(info, ("label", "name")) or spec
+        if getattr(info, "is_installed", True) is False:
+            continue
+        models.append((str(spec), str(label)))
+    return models
+
+
+@functools.lru_cache(maxsize=16)
+def model_info(spec: str) -> Any:
+    """Return `api.resolve_model(spec)` (no weights loaded), or None when it fails or the API is missing."""
+    try:
+        api = importlib.import_module("freeswim_engine.api")
+    except ImportError:
+        return None
+    try:
+        return api.resolve_model(spec)
+    except (FreeSwimError, OSError, ValueError) as error:
+        logger.info("Cannot resolve model %s: %s", spec, error)
+        return None
+
+
+def memory_plan_summary(request: Any, info: Any) -> str | None:
+    """Return the memory plan in words for `request`, or None when the engine has no planner."""
+    try:
+        memory = importlib.import_module("freeswim_engine.memory")
+    except ImportError:
+        return None
+    plan_memory = getattr(memory, "plan_memory", None)
+    if plan_memory is None:
+        return None
+    try:
+        device_memory = _device_memory(request.device)
+        preset = getattr(info, "preset", None) or info or _preset_for(request.model)
+        if preset is None:
+            return None
+        plan = plan_memory(request, preset, device_memory)
+    except FreeSwimError as error:
+        return str(error)
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        logger.warning("Memory planning failed for %s: %s", request.model, error)
+        return None
+    explain = getattr(plan, "explain", None)
+    return str(explain()) if callable(explain) else str(plan)
+
+
+@functools.lru_cache(maxsize=4)
+def _device_memory(device: str) -> Any:
+    memory = importlib.import_module("freeswim_engine.memory")
+    read_device_memory = getattr(memory, "read_device_memory", None)
+    if read_device_memory is None:
+        read_device_memory = importlib.import_module("freeswim_engine.memory.device").read_device_memory
+    return read_device_memory(device)
+
+
+def _preset_for(model: str) -> Any:
+    from freeswim_engine.presets import PRESETS
+
+    if model in PRESETS:
+        return PRESETS[model]
+    if model == "demo":
+        from freeswim_engine.demo_model import DEMO_PRESET
+
+        return DEMO_PRESET
+    return None
+
+
+def _first_attribute(value: Any, names: tuple[str, ...]) -> str | None:
+    for name in names:
+        attribute = getattr(value, name, None)
+        if attribute:
+            return str(attribute)
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    """Return the versions of the packages the About box lists; missing ones read "not installed"."""
+    versions = {}
+    for name in ("freeswim-studio", "torch", "diffusers", "transformers", "PySide6", "numpy", "imageio-ffmpeg"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = _module_version(name)
+    return versions
+
+
+def _module_version(name: str) -> str:
+    module_name = {"freeswim-studio": "freeswim_app", "imageio-ffmpeg": "imageio_ffmpeg"}.get(name, name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return "not installed"
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def device_description() -> str:
+    """Describe the compute device torch sees, for example ``NVIDIA H100 (80.0 GiB, CUDA 12.8)``."""
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        properties = torch.cuda.get_device_properties(index)
+        gib = properties.total_memory / 1024**3
+        return f"{properties.name} ({gib:.1f} GiB, CUDA {torch.version.cuda}), {torch.cuda.device_count()} GPU(s)"
+    return "CPU only (no CUDA device found)"

@@ -1,0 +1,625 @@
+"""Job editor: the form that builds a render request, validates it live and queues it."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from freeswim_engine.errors import FreeSwimError, InvalidRequestError
+from freeswim_engine.presets import PRESETS, ModelPreset
+from freeswim_engine.request import METHODS, MAX_SEED, RenderRequest, count_prompt_tokens
+
+from freeswim_app.ui import engine_info
+
+logger = logging.getLogger(__name__)
+
+RESOLUTION_PRESETS: list[tuple[str, int, int]] = [
+    ("1080p", 1920, 1088),  # 1080 is not a multiple of 16 pixels per token, so 1088
+    ("1440p", 2560, 1440),
+    ("4K", 3840, 2160),
+]
+CUSTOM_RESOLUTION = "custom"
+BROWSE_MODEL = "__browse__"
+MAX_SIZE = 8192
+SIZE_FIELDS = ("width", "height", "base_width", "base_height")
+
+# Request fields that have their own row in the form; errors on any other field go to the general message.
+FORM_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "model",
+    "width",
+    "height",
+    "num_frames",
+    "fps",
+    "seed",
+    "num_inference_steps",
+    "guidance_scale",
+    "strength",
+    "method",
+    "cache_interval",
+)
+
+
+class FieldMessage(QWidget):
+    """An error or hint shown under one form field, with optional clickable fixes."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setObjectName("fieldError")
+        layout.addWidget(self.label, 1)
+        self._buttons_layout = QHBoxLayout()
+        layout.addLayout(self._buttons_layout)
+        self.suggestion_buttons: list[QPushButton] = []
+        self.hide()
+
+    def show_error(self, text: str, suggestions: list[tuple[str, Callable[[], None]]] | None = None) -> None:
+        self.clear()
+        self.label.setText(text)
+        for caption, action in suggestions or []:
+            button = QPushButton(caption)
+            button.setObjectName("suggestionButton")
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+            button.clicked.connect(action)
+            self._buttons_layout.addWidget(button)
+            self.suggestion_buttons.append(button)
+        self.show()
+
+    def clear(self) -> None:
+        self.label.clear()
+        for button in self.suggestion_buttons:
+            button.deleteLater()
+        self.suggestion_buttons = []
+        self.hide()
+
+
+class JobEditor(QWidget):
+    """Form for one render request.
+
+    `add_requested` carries a new request dict for the queue; in edit mode the button
+    emits `save_requested` with the id of the queued job being edited.
+    """
+
+    add_requested = Signal(dict)
+    save_requested = Signal(str, dict)
+    validity_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None, defaults: dict[str, Any] | None = None) -> None:
+        super().__init__(parent)
+        self._base_request: dict[str, Any] = RenderRequest(prompt="").to_dict()
+        self._editing_job_id: str | None = None
+        self._is_valid = False
+        self._loading = False
+        self._messages: dict[str, FieldMessage] = {}
+        self._build_form()
+        self._build_buttons()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self._form_widget)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(self._button_bar)
+        self._connect_fields()
+        self.set_request(defaults or {})
+
+    # -- building --------------------------------------------------------------
+
+    def _build_form(self) -> None:
+        self._form_widget = QWidget()
+        self._form = QFormLayout(self._form_widget)
+        self._form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._build_prompts()
+        self._build_model()
+        self._build_size()
+        self._build_sampling()
+        self._build_attention()
+        self.memory_label = QLabel()
+        self.memory_label.setWordWrap(True)
+        self.memory_label.setObjectName("memoryPlan")
+        self.memory_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._form.addRow(self.tr("Memory"), self.memory_label)
+
+    def _add_row(self, field: str, caption: str, widget: QWidget) -> None:
+        self._form.addRow(caption, widget)
+        message = FieldMessage()
+        self._messages[field] = message
+        self._form.addRow("", message)
+
+    def _build_prompts(self) -> None:
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText(self.tr("Describe the video, for example: a red fox running through fresh snow at dawn"))
+        self.prompt_edit.setTabChangesFocus(True)
+        self.prompt_edit.setMinimumHeight(70)
+        self.prompt_tokens_label = QLabel()
+        self.prompt_tokens_label.setObjectName("tokenCount")
+        self._add_row("prompt", self.tr("Prompt"), self._with_note(self.prompt_edit, self.prompt_tokens_label))
+
+        self.negative_prompt_edit = QPlainTextEdit()
+        self.negative_prompt_edit.setTabChangesFocus(True)
+        self.negative_prompt_edit.setMaximumHeight(70)
+        self.negative_tokens_label = QLabel()
+        self.negative_tokens_label.setObjectName("tokenCount")
+        self._add_row(
+            "negative_prompt",
+            self.tr("Negative prompt"),
+            self._with_note(self.negative_prompt_edit, self.negative_tokens_label),
+        )
+
+    @staticmethod
+    def _with_note(widget: QWidget, note: QLabel) -> QWidget:
+        container = QWidget()
+        column = QVBoxLayout(container)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(widget)
+        column.addWidget(note)
+        return container
+
+    def _build_model(self) -> None:
+        self.model_box = QComboBox()
+        self.model_box.setToolTip(self.tr("A preset, an installed model folder, or the demo model"))
+        self._populate_models()
+        self._add_row("model", self.tr("Model"), self.model_box)
+
+    def _populate_models(self) -> None:
+        box = self.model_box
+        box.blockSignals(True)
+        box.clear()
+        for preset in PRESETS.values():
+            box.addItem(preset.label, preset.name)
+        box.addItem(self.tr("Demo (tiny random weights, checks the install)"), "demo")
+        for spec, label in engine_info.installed_models():
+            if box.findData(spec) < 0:
+                box.addItem(label, spec)
+        box.addItem(self.tr("Browse for a model folder..."), BROWSE_MODEL)
+        box.blockSignals(False)
+
+    def _build_size(self) -> None:
+        self.resolution_box = QComboBox()
+        for name, width, height in RESOLUTION_PRESETS:
+            self.resolution_box.addItem(f"{name} ({width}x{height})", f"{width}x{height}")
+        self.resolution_box.addItem(self.tr("Custom"), CUSTOM_RESOLUTION)
+        self._form.addRow(self.tr("Resolution"), self.resolution_box)
+        self.width_spin = self._spin_box(16, MAX_SIZE, 16, suffix=self.tr(" px"))
+        self.height_spin = self._spin_box(16, MAX_SIZE, 16, suffix=self.tr(" px"))
+        self._add_row("width", self.tr("Width"), self.width_spin)
+        self._add_row("height", self.tr("Height"), self.height_spin)
+
+    def _build_sampling(self) -> None:
+        default = self.tr("Model default")
+        self.frames_spin = self._spin_box(0, 1001, 4, special=default)
+        self.frames_spin.setToolTip(self.tr("Frames to render: 4k+1 (5, 9, ... 81)"))
+        self._add_row("num_frames", self.tr("Frames"), self.frames_spin)
+        self.fps_spin = self._spin_box(0, 240, 1, special=default, suffix=self.tr(" fps"))
+        self._add_row("fps", self.tr("Frame rate"), self.fps_spin)
+
+        self.random_seed_box = QCheckBox(self.tr("Random"))
+        self.seed_edit = QLineEdit()
+        self.seed_edit.setPlaceholderText(self.tr("0 to {max}").format(max=MAX_SEED))
+        self.last_seed_label = QLabel()
+        self.last_seed_label.setObjectName("lastSeed")
+        seed_row = QWidget()
+        row = QHBoxLayout(seed_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.random_seed_box)
+        row.addWidget(self.seed_edit, 1)
+        row.addWidget(self.last_seed_label)
+        self._add_row("seed", self.tr("Seed"), seed_row)
+
+        self.steps_spin = self._spin_box(0, 1000, 1, special=default)
+        self.steps_spin.setToolTip(self.tr("Scheduled denoising steps of each stage"))
+        self._add_row("num_inference_steps", self.tr("Steps"), self.steps_spin)
+        self.guidance_spin = self._double_spin_box(-0.5, 30.0, 0.5, special=default)
+        self.guidance_spin.setToolTip(self.tr("Classifier-free guidance scale; 1.0 or less turns guidance off"))
+        self._add_row("guidance_scale", self.tr("Guidance"), self.guidance_spin)
+        self.strength_spin = self._double_spin_box(0.0, 1.0, 0.05)
+        self.strength_spin.setToolTip(self.tr("Stage-2 denoise strength: the share of the scheduled steps stage 2 runs"))
+        self._add_row("strength", self.tr("Strength"), self.strength_spin)
+
+    def _build_attention(self) -> None:
+        self.method_box = QComboBox()
+        labels = {
+            "freeswim-cached": self.tr("FreeSwim, cached cross-attention (fastest)"),
+            "freeswim": self.tr("FreeSwim, dual path on every step"),
+            "window": self.tr("Window attention only"),
+            "direct": self.tr("Full attention (no FreeSwim)"),
+        }
+        for method in ("freeswim-cached", "freeswim", "window", "direct"):
+            if method in METHODS:
+                self.method_box.addItem(labels[method], method)
+        self._add_row("method", self.tr("Method"), self.method_box)
+        self.cache_interval_spin = self._spin_box(1, 100, 1, suffix=self.tr(" steps"))
+        self.cache_interval_spin.setToolTip(self.tr("Steps between refreshes of the cached cross-attention"))
+        self._add_row("cache_interval", self.tr("Cache interval"), self.cache_interval_spin)
+
+    def _build_buttons(self) -> None:
+        self._button_bar = QWidget()
+        column = QVBoxLayout(self._button_bar)
+        column.setContentsMargins(0, 4, 0, 0)
+        self.general_message = FieldMessage()
+        self.warnings_label = QLabel()
+        self.warnings_label.setObjectName("fieldWarning")
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.hide()
+        column.addWidget(self.general_message)
+        column.addWidget(self.warnings_label)
+        row = QHBoxLayout()
+        self.mode_label = QLabel()
+        self.cancel_edit_button = QPushButton(self.tr("Stop editing"))
+        self.cancel_edit_button.clicked.connect(self.stop_editing)
+        self.add_button = QPushButton(self.tr("Add to queue"))
+        self.add_button.setObjectName("primaryButton")
+        self.add_button.setDefault(True)
+        self.add_button.clicked.connect(self._submit)
+        row.addWidget(self.mode_label, 1)
+        row.addWidget(self.cancel_edit_button)
+        row.addWidget(self.add_button)
+        column.addLayout(row)
+
+    def _spin_box(self, minimum: int, maximum: int, step: int, special: str = "", suffix: str = "") -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(minimum, maximum)
+        spin.setSingleStep(step)
+        spin.setSuffix(suffix)
+        spin.setKeyboardTracking(True)
+        if special:
+            spin.setSpecialValueText(special)
+        return spin
+
+    def _double_spin_box(self, minimum: float, maximum: float, step: float, special: str = "") -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(minimum, maximum)
+        spin.setSingleStep(step)
+        spin.setDecimals(2)
+        if special:
+            spin.setSpecialValueText(special)
+        return spin
+
+    def _connect_fields(self) -> None:
+        self.prompt_edit.textChanged.connect(self._on_changed)
+        self.negative_prompt_edit.textChanged.connect(self._on_changed)
+        self.model_box.currentIndexChanged.connect(self._on_model_changed)
+        self.resolution_box.currentIndexChanged.connect(self._on_resolution_chosen)
+        for spin in (
+            self.width_spin,
+            self.height_spin,
+            self.frames_spin,
+            self.fps_spin,
+            self.steps_spin,
+            self.cache_interval_spin,
+        ):
+            spin.valueChanged.connect(self._on_changed)
+        self.width_spin.valueChanged.connect(self._sync_resolution_box)
+        self.height_spin.valueChanged.connect(self._sync_resolution_box)
+        self.guidance_spin.valueChanged.connect(self._on_changed)
+        self.strength_spin.valueChanged.connect(self._on_changed)
+        self.method_box.currentIndexChanged.connect(self._on_changed)
+        self.random_seed_box.toggled.connect(self._on_changed)
+        self.seed_edit.textChanged.connect(self._on_changed)
+
+    # -- request <-> form ------------------------------------------------------
+
+    def set_request(self, request: dict[str, Any]) -> None:
+        """Fill the form from a request dict; fields it lacks take RenderRequest's defaults."""
+        merged = {**RenderRequest(prompt="").to_dict(), **copy.deepcopy(request)}
+        self._base_request = merged
+        self._loading = True
+        try:
+            self.prompt_edit.setPlainText(str(merged.get("prompt") or ""))
+            self.negative_prompt_edit.setPlainText(str(merged.get("negative_prompt") or ""))
+            self._select_model(str(merged.get("model") or "demo"))
+            self.width_spin.setValue(int(merged.get("width") or 1920))
+            self.height_spin.setValue(int(merged.get("height") or 1088))
+            self.frames_spin.setValue(int(merged.get("num_frames") or 0))
+            self.fps_spin.setValue(int(merged.get("fps") or 0))
+            self.steps_spin.setValue(int(merged.get("num_inference_steps") or 0))
+            guidance = merged.get("guidance_scale")
+            self.guidance_spin.setValue(self.guidance_spin.minimum() if guidance is None else float(guidance))
+            self.strength_spin.setValue(float(merged.get("strength", 0.7)))
+            self._select_data(self.method_box, merged.get("method") or "freeswim-cached")
+            self.cache_interval_spin.setValue(int(merged.get("cache_interval") or 2))
+            seed = merged.get("seed")
+            self.random_seed_box.setChecked(seed is None)
+            self.seed_edit.setText("" if seed is None else str(seed))
+        finally:
+            self._loading = False
+        self._sync_resolution_box()
+        self.last_seed_label.clear()
+        self._on_changed()
+
+    def request_dict(self) -> dict[str, Any]:
+        """Return the request the form describes, on top of the fields the form does not show."""
+        request = copy.deepcopy(self._base_request)
+        guidance: float | None = self.guidance_spin.value()
+        if guidance is not None and guidance <= self.guidance_spin.minimum():
+            guidance = None
+        request.update(
+            prompt=self.prompt_edit.toPlainText(),
+            negative_prompt=self.negative_prompt_edit.toPlainText(),
+            model=self.current_model(),
+            width=self.width_spin.value(),
+            height=self.height_spin.value(),
+            num_frames=self.frames_spin.value() or None,
+            fps=self.fps_spin.value() or None,
+            seed=self._seed_value(),
+            num_inference_steps=self.steps_spin.value() or None,
+            guidance_scale=guidance,
+            strength=round(self.strength_spin.value(), 4),
+            method=self.method_box.currentData(),
+            cache_interval=self.cache_interval_spin.value(),
+        )
+        return request
+
+    def _seed_value(self) -> Any:
+        if self.random_seed_box.isChecked():
+            return None
+        text = self.seed_edit.text().strip()
+        try:
+            return int(text)
+        except ValueError:
+            return text  # validation names the invalid text
+
+    def current_model(self) -> str:
+        data = self.model_box.currentData()
+        return str(data) if data not in (None, BROWSE_MODEL) else str(self._base_request.get("model") or "demo")
+
+    def _select_model(self, spec: str) -> None:
+        index = self.model_box.findData(spec)
+        if index < 0:
+            index = self.model_box.count() - 1  # in front of "Browse..."
+            self.model_box.insertItem(index, spec, spec)
+        self.model_box.setCurrentIndex(index)
+
+    @staticmethod
+    def _select_data(box: QComboBox, data: Any) -> None:
+        index = box.findData(data)
+        if index >= 0:
+            box.setCurrentIndex(index)
+
+    # -- editing jobs ----------------------------------------------------------
+
+    def edit_job(self, job_id: str, request: dict[str, Any]) -> None:
+        """Load a queued job's request; the button then saves changes to that job."""
+        self.set_request(request)
+        self._editing_job_id = job_id
+        self._update_mode()
+
+    def use_as_template(self, request: dict[str, Any], used_seed: int | None = None) -> None:
+        """Load a request as the start of a new job and show the seed its run used."""
+        self.stop_editing()
+        self.set_request(request)
+        if used_seed is not None:
+            self.last_seed_label.setText(self.tr("last run: {seed}").format(seed=used_seed))
+
+    def stop_editing(self) -> None:
+        self._editing_job_id = None
+        self._update_mode()
+
+    def editing_job_id(self) -> str | None:
+        return self._editing_job_id
+
+    def _update_mode(self) -> None:
+        editing = self._editing_job_id is not None
+        self.cancel_edit_button.setVisible(editing)
+        self.add_button.setText(self.tr("Save changes") if editing else self.tr("Add to queue"))
+        self.mode_label.setText(
+            self.tr("Editing queued job {id}").format(id=self._editing_job_id[:8]) if self._editing_job_id else ""
+        )
+
+    def _submit(self) -> None:
+        self._validate()
+        if not self._is_valid:
+            return
+        request = self.request_dict()
+        if self._editing_job_id is not None:
+            job_id = self._editing_job_id
+            self.stop_editing()
+            self.save_requested.emit(job_id, request)
+        else:
+            self.add_requested.emit(request)
+
+    # -- live validation -------------------------------------------------------
+
+    def is_valid(self) -> bool:
+        return self._is_valid
+
+    def _on_model_changed(self) -> None:
+        if self.model_box.currentData() == BROWSE_MODEL:
+            self._browse_model()
+        self._on_changed()
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, self.tr("Choose a diffusers model folder"))
+        self.model_box.blockSignals(True)
+        if folder:
+            self._select_model(folder)
+        else:
+            self._select_model(str(self._base_request.get("model") or "demo"))
+        self.model_box.blockSignals(False)
+
+    def _on_resolution_chosen(self) -> None:
+        size = self.resolution_box.currentData()
+        if size == CUSTOM_RESOLUTION or self._loading:
+            return
+        width, height = (int(part) for part in size.split("x"))
+        self._loading = True
+        self.width_spin.setValue(width)
+        self.height_spin.setValue(height)
+        self._loading = False
+        self._on_changed()
+
+    def _sync_resolution_box(self) -> None:
+        index = self.resolution_box.findData(f"{self.width_spin.value()}x{self.height_spin.value()}")
+        if index < 0:
+            index = self.resolution_box.findData(CUSTOM_RESOLUTION)
+        self.resolution_box.blockSignals(True)
+        self.resolution_box.setCurrentIndex(index)
+        self.resolution_box.blockSignals(False)
+
+    def _on_changed(self) -> None:
+        if self._loading:
+            return
+        self.cache_interval_spin.setEnabled(self.method_box.currentData() == "freeswim-cached")
+        self._validate()
+
+    def _validate(self) -> None:
+        for message in self._messages.values():
+            message.clear()
+        self.general_message.clear()
+        request_dict = self.request_dict()
+        model_info = engine_info.model_info(request_dict["model"])
+        self._update_token_counts(request_dict, model_info)
+        warnings: list[str] = []
+        error: InvalidRequestError | None = None
+        request: RenderRequest | None = None
+        try:
+            request = RenderRequest.from_dict(request_dict)
+            warnings = request.validate(model_info)
+        except InvalidRequestError as raised:
+            error = raised
+            self._show_error(raised, request_dict, model_info)
+        except (TypeError, FreeSwimError) as raised:
+            self.general_message.show_error(str(raised))
+            error = InvalidRequestError("request", "", str(raised), "")
+        has_prompt = bool(request_dict["prompt"].strip())
+        if error is None and not has_prompt:
+            self.general_message.show_error(self.tr("Write a prompt to add the job."))
+        self._set_valid(error is None and has_prompt)
+        self.warnings_label.setText("\n".join(warnings))
+        self.warnings_label.setVisible(bool(warnings))
+        self._update_memory_plan(request if error is None else None, model_info)
+
+    def _set_valid(self, valid: bool) -> None:
+        self.add_button.setEnabled(valid)
+        if valid != self._is_valid:
+            self._is_valid = valid
+            self.validity_changed.emit(valid)
+
+    def _show_error(self, error: InvalidRequestError, request_dict: dict[str, Any], model_info: Any) -> None:
+        text = str(error)
+        field = error.field
+        if field in SIZE_FIELDS and field in self._messages:
+            suggestions = self._size_suggestions(field, request_dict, model_info)
+            if suggestions:
+                # The buttons replace the fix sentence, so the sizes are not listed twice.
+                text = self.tr("Invalid {field} {value}: {rule}. Use:").format(
+                    field=field.replace("_", " "), value=error.value, rule=error.rule
+                )
+            actions = [(str(value), self._setter(field, value)) for value in suggestions]
+            self._messages[field].show_error(text, actions)
+        elif field in self._messages:
+            self._messages[field].show_error(text)
+        else:
+            self.general_message.show_error(text)
+
+    def _size_suggestions(self, field: str, request_dict: dict[str, Any], model_info: Any) -> list[int]:
+        """Return the valid sizes nearest to the field's value, checked with RenderRequest.validate."""
+        value = int(request_dict[field])
+        step = _pixels_per_token(request_dict["model"], model_info)
+        lower = max(step, value // step * step)
+        candidates = sorted({lower, lower + step} | _base_size_candidates(field, request_dict["model"], model_info))
+        valid = []
+        for candidate in candidates:
+            trial = dict(request_dict, **{field: candidate})
+            try:
+                RenderRequest.from_dict(trial).validate(model_info)
+            except InvalidRequestError as error:
+                if error.field == field:
+                    continue
+            valid.append(candidate)
+        return sorted(valid, key=lambda size: (abs(size - value), size))[:2]
+
+    def _setter(self, field: str, value: int) -> Callable[[], None]:
+        spin = {"width": self.width_spin, "height": self.height_spin}.get(field)
+
+        def apply() -> None:
+            if spin is not None:
+                spin.setValue(value)
+            else:
+                self._base_request[field] = value
+                self._on_changed()
+
+        return apply
+
+    def _update_token_counts(self, request_dict: dict[str, Any], model_info: Any) -> None:
+        tokenizer_path = getattr(model_info, "tokenizer_path", None)
+        preset = _preset_of(request_dict["model"], model_info)
+        max_tokens = preset.max_text_tokens if preset else 512
+        for text, label in (
+            (request_dict["prompt"], self.prompt_tokens_label),
+            (request_dict["negative_prompt"], self.negative_tokens_label),
+        ):
+            count, is_estimate = count_prompt_tokens(text, tokenizer_path)
+            if is_estimate:
+                caption = self.tr("about {count} tokens (estimate: the model's tokenizer is not installed)")
+            else:
+                caption = self.tr("{count} tokens")
+            caption = caption.format(count=count)
+            too_long = count > max_tokens
+            if too_long:
+                caption += " " + self.tr("- over {max}, the text encoder ignores the rest").format(max=max_tokens)
+            label.setText(caption)
+            label.setProperty("warning", too_long)
+            label.style().unpolish(label)
+            label.style().polish(label)
+
+    def _update_memory_plan(self, request: RenderRequest | None, model_info: Any) -> None:
+        if request is None:
+            self.memory_label.setText(self.tr("Fix the request to see the memory plan."))
+            return
+        self.memory_label.setText(engine_info.memory_plan_summary(request, model_info) or self.tr("memory plan not available"))
+
+
+def _preset_of(model: str, model_info: Any) -> ModelPreset | None:
+    preset = getattr(model_info, "preset", None)
+    if isinstance(preset, ModelPreset):
+        return preset
+    if model in PRESETS:
+        return PRESETS[model]
+    if model == "demo":
+        from freeswim_engine.demo_model import DEMO_PRESET
+
+        return DEMO_PRESET
+    return None
+
+
+def _pixels_per_token(model: str, model_info: Any) -> int:
+    preset = _preset_of(model, model_info)
+    return preset.pixels_per_token if preset else 16
+
+
+def _base_size_candidates(field: str, model: str, model_info: Any) -> set[int]:
+    preset = _preset_of(model, model_info)
+    if preset is None:
+        return set()
+    if field == "width":
+        return {preset.base_width}
+    if field == "height":
+        return {preset.base_height}
+    return set()
+

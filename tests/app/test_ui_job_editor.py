@@ -1,0 +1,168 @@
+"""Job editor: live validation through RenderRequest, size suggestions, token counts and submitting."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+
+from freeswim_app.ui.job_editor import JobEditor
+
+
+def make_editor(qtbot, **defaults) -> JobEditor:
+    editor = JobEditor(defaults={"prompt": "a red fox running through snow", "model": "wan2.1-t2v-1.3b", **defaults})
+    qtbot.addWidget(editor)
+    editor.show()
+    return editor
+
+
+def test_editor_starts_valid_with_prompt(qtbot) -> None:
+    editor = make_editor(qtbot)
+    assert editor.is_valid()
+    assert editor.add_button.isEnabled()
+    assert editor.resolution_box.currentText().startswith("1080p")
+
+
+def test_editor_rejects_height_1080_and_offers_fixes(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.height_spin.setValue(1080)
+
+    message = editor._messages["height"]
+    assert not editor.is_valid()
+    assert not editor.add_button.isEnabled()
+    assert message.isVisibleTo(editor)
+    assert "multiple of 16" in message.label.text()
+    assert [button.text() for button in message.suggestion_buttons] == ["1072", "1088"]
+    assert editor.resolution_box.currentText() == "Custom"
+
+    message.suggestion_buttons[0].click()
+    assert editor.height_spin.value() == 1072
+    assert editor.is_valid()
+    assert editor.add_button.isEnabled()
+    assert not message.isVisibleTo(editor)
+
+
+def test_editor_offers_base_size_when_too_small(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.width_spin.setValue(640)  # below the 1.3B model's base width of 832
+    message = editor._messages["width"]
+    assert not editor.is_valid()
+    assert "832" in [button.text() for button in message.suggestion_buttons]
+
+
+def test_editor_error_is_bound_to_its_field(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.frames_spin.setValue(8)
+    assert not editor.is_valid()
+    assert "4k+1" in editor._messages["num_frames"].label.text()
+    assert not editor._messages["height"].isVisibleTo(editor)
+    editor.frames_spin.setValue(9)
+    assert editor.is_valid()
+
+
+def test_editor_seed_fixed_and_random(qtbot) -> None:
+    editor = make_editor(qtbot)
+    assert editor.request_dict()["seed"] is None
+    editor.random_seed_box.setChecked(False)
+    editor.seed_edit.setText("1234")
+    assert editor.request_dict()["seed"] == 1234
+    assert editor.is_valid()
+    editor.seed_edit.setText("-5")
+    assert not editor.is_valid()
+    assert editor._messages["seed"].isVisibleTo(editor)
+    editor.random_seed_box.setChecked(True)
+    assert editor.is_valid()
+
+
+def test_editor_resolution_presets(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.resolution_box.setCurrentIndex(2)
+    assert (editor.width_spin.value(), editor.height_spin.value()) == (3840, 2160)
+    editor.resolution_box.setCurrentIndex(1)
+    assert (editor.width_spin.value(), editor.height_spin.value()) == (2560, 1440)
+    assert editor.is_valid()
+
+
+def test_editor_token_count_warns_past_512(qtbot) -> None:
+    editor = make_editor(qtbot)
+    assert "estimate" in editor.prompt_tokens_label.text()
+    assert editor.prompt_tokens_label.property("warning") is False
+    editor.prompt_edit.setPlainText("word " * 600)
+    assert editor.prompt_tokens_label.property("warning") is True
+    assert "over 512" in editor.prompt_tokens_label.text()
+    assert editor.warnings_label.isVisibleTo(editor)
+    assert editor.is_valid(), "a long prompt is a warning, not an error"
+
+
+def test_editor_empty_prompt_disables_add(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.prompt_edit.setPlainText("   ")
+    assert not editor.add_button.isEnabled()
+    assert "prompt" in editor.general_message.label.text()
+
+
+def test_editor_emits_request_on_add(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.steps_spin.setValue(30)
+    editor.guidance_spin.setValue(6.0)
+    with qtbot.waitSignal(editor.add_requested) as blocker:
+        editor.add_button.click()
+    request = blocker.args[0]
+    assert request["prompt"] == "a red fox running through snow"
+    assert request["num_inference_steps"] == 30
+    assert request["guidance_scale"] == 6.0
+    assert request["height"] == 1088
+    assert request["model"] == "wan2.1-t2v-1.3b"
+
+
+def test_editor_model_default_values_are_none(qtbot) -> None:
+    editor = make_editor(qtbot)
+    request = editor.request_dict()
+    assert request["num_frames"] is None
+    assert request["fps"] is None
+    assert request["num_inference_steps"] is None
+    assert request["guidance_scale"] is None
+
+
+def test_editor_edit_mode_saves_to_job(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.edit_job("abcdef0123456789", {"prompt": "old prompt", "model": "demo", "width": 448, "height": 256})
+    assert editor.add_button.text() == "Save changes"
+    assert editor.width_spin.value() == 448
+    editor.prompt_edit.setPlainText("new prompt")
+    with qtbot.waitSignal(editor.save_requested) as blocker:
+        editor.add_button.click()
+    assert blocker.args[0] == "abcdef0123456789"
+    assert blocker.args[1]["prompt"] == "new prompt"
+    assert editor.add_button.text() == "Add to queue"
+
+
+def test_editor_template_shows_used_seed(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.use_as_template({"prompt": "again", "model": "demo", "width": 448, "height": 256, "seed": 77}, used_seed=77)
+    assert "77" in editor.last_seed_label.text()
+    assert editor.request_dict()["seed"] == 77
+
+
+def test_editor_cache_interval_only_for_cached_method(qtbot) -> None:
+    editor = make_editor(qtbot)
+    assert editor.cache_interval_spin.isEnabled()
+    editor.method_box.setCurrentIndex(editor.method_box.findData("freeswim"))
+    assert not editor.cache_interval_spin.isEnabled()
+
+
+def test_editor_memory_plan_or_unavailable(qtbot) -> None:
+    editor = make_editor(qtbot)
+    text = editor.memory_label.text()
+    assert text, "the memory row is never empty"
+
+
+@pytest.mark.parametrize("model", ["demo", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
+def test_editor_accepts_each_preset(qtbot, model: str) -> None:
+    editor = make_editor(qtbot, model=model)
+    assert editor.current_model() == model
+    if model == "wan2.2-ti2v-5b":
+        editor.resolution_box.setCurrentIndex(1)  # 1440p: multiples of 32 pixels per token
+    assert editor.is_valid(), editor.general_message.label.text()
