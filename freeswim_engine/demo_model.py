@@ -14,15 +14,12 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import platformdirs
 
 from freeswim_engine.logs import APP_NAME
 from freeswim_engine.presets import ModelPreset, TransformerArchitecture
-
-if TYPE_CHECKING:
-    from diffusers import WanPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +112,7 @@ def save_demo_checkpoint(target: Path, seed: int = DEMO_SEED) -> Path:
     return target
 
 
-def build_demo_pipeline(seed: int = DEMO_SEED) -> WanPipeline:
+def build_demo_pipeline(seed: int = DEMO_SEED) -> Any:
     """Build the tiny WanPipeline in memory, with weights drawn from ``seed``."""
     import torch
     from diffusers import WanPipeline
@@ -133,12 +130,12 @@ def build_demo_pipeline(seed: int = DEMO_SEED) -> WanPipeline:
 
 
 def build_demo_tokenizer() -> Any:
-    """Build a small Unigram T5 tokenizer in code: ASCII characters and a few common words.
+    """Build a small Unigram T5 tokenizer (tokenizers-backed in transformers 5) in code: ASCII characters and a few common words.
 
     Characters outside its vocabulary (accents, CJK) become ``<unk>``, which is enough
     for a model of random weights.
     """
-    from transformers import T5TokenizerFast
+    from transformers import T5Tokenizer
 
     characters = string.ascii_letters + string.digits + string.punctuation
     words = ("the", "a", "an", "of", "in", "on", "and", "with", "at", "to", "is", "video", "light", "sky", "city")
@@ -146,7 +143,7 @@ def build_demo_tokenizer() -> Any:
     pieces += [(character, -5.0) for character in characters]
     pieces += [("\u2581" + character, -4.0) for character in characters]
     pieces += [("\u2581" + word, -3.0) for word in words]
-    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=MAX_TEXT_TOKENS)
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_TEXT_TOKENS)
 
 
 def build_demo_scheduler() -> Any:

@@ -30,7 +30,6 @@ from freeswim_engine.presets import PRESETS, ModelPreset, TransformerArchitectur
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import WanPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +387,7 @@ class LoadedModel:
     """A WanPipeline on its device, with the dtypes the render uses."""
 
     info: ModelInfo
-    pipeline: WanPipeline
+    pipeline: Any  # diffusers WanPipeline, whose attributes are registered at run time
     device: torch.device
     transformer_dtype: torch.dtype
     vae_dtype: torch.dtype
@@ -460,7 +459,7 @@ def _installed_folder(info: ModelInfo) -> Path:
     return info.path
 
 
-def _load_pipeline(folder: Path, device: torch.device, transformer_dtype: torch.dtype) -> WanPipeline:
+def _load_pipeline(folder: Path, device: torch.device, transformer_dtype: torch.dtype) -> Any:
     import torch
     from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
     from transformers import UMT5EncoderModel
