@@ -199,13 +199,14 @@ class JobQueue(QObject):
         self._save()
 
     def move_jobs(self, job_ids: Sequence[str], before_row: int) -> None:
-        """Move several jobs, keeping their order, in front of what is now at ``before_row``.
+        """Move several jobs, in their queue order, in front of what is now at ``before_row``.
 
         ``before_row`` counts rows before the move, the way drag and drop
         reports a drop position; ``len(queue)`` or -1 moves them to the end.
         """
         jobs = self._project.jobs
-        moving = [job_id for job_id in dict.fromkeys(job_ids) if self._project.find_job(job_id)]
+        wanted = set(job_ids)
+        moving = [job.id for job in jobs if job.id in wanted]
         if not moving:
             return
         if before_row < 0 or before_row > len(jobs):
