@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -316,7 +317,9 @@ def _encode(
     height, width = first_frame.shape[:2]
     command = _encode_command(width, height, encoder, fps, crf, settings, temp_path)
     with tempfile.TemporaryFile() as stderr_file:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file, **_ffmpeg_process_options()
+        )
         num_frames = 0
         try:
             assert process.stdin is not None
@@ -358,6 +361,18 @@ def _encode_command(
     command += _metadata_arguments(settings)
     command += ["-f", "mp4", str(temp_path)]
     return command
+
+
+def _ffmpeg_process_options() -> dict[str, Any]:
+    """Return Popen options that keep a terminal's Ctrl+C away from ffmpeg.
+
+    Ctrl+C reaches every process of the terminal's foreground group. The command line turns the
+    first one into a cancel request for the render, and ffmpeg must not die from it mid-export.
+    On Windows the flags also stop a console window from flashing up under the desktop app.
+    """
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}
 
 
 def _chain(first: numpy.ndarray, rest: Iterator[numpy.ndarray]) -> Iterator[numpy.ndarray]:
@@ -478,7 +493,7 @@ def probe_mp4(path: str | os.PathLike[str]) -> VideoInfo:
     command += ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
     # A second output sends the container tags to stdout: ffmpeg's own header dump cuts long values.
     command += ["-f", "ffmetadata", "pipe:1"]
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False, **_ffmpeg_process_options())
     output = result.stderr.decode("utf-8", errors="replace")
     stream = _STREAM_PATTERN.search(output)
     if result.returncode != 0 or stream is None:

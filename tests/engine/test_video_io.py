@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -275,3 +276,34 @@ def test_probe_mp4_rejects_non_video(tmp_path: Path) -> None:
 
     with pytest.raises(InputVideoError, match="Cannot read .*broken.mp4"):
         video_io.probe_mp4(path)
+
+
+def test_write_mp4_survives_terminal_interrupt(tmp_path: Path) -> None:
+    # A terminal sends Ctrl+C to its whole foreground process group. The child below runs in its
+    # own session, records the signal instead of stopping, and signals its group mid-export.
+    script = f"""
+import os, signal, sys
+import numpy
+from freeswim_engine import video_io
+received = []
+signal.signal(signal.SIGINT, lambda *args: received.append(args[0]))
+frames = numpy.zeros((6, 64, 96, 3), dtype=numpy.uint8)
+def frames_with_interrupt():
+    yield frames[0]
+    os.killpg(os.getpgrp(), signal.SIGINT)
+    yield from frames[1:]
+path = video_io.write_mp4(frames_with_interrupt(), {str(tmp_path / "clip.mp4")!r}, fps=16)
+print(len(received), video_io.probe_mp4(path).num_frames)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["1", "6"]
