@@ -1,8 +1,8 @@
 """What the widgets read from the engine: installed models, model figures, memory plans and versions.
 
 The engine's model listing and memory planning are optional here: when a module or
-function is missing (an older engine) the widgets show that the information is not
-available instead of failing.
+function is missing the widgets show that the information is not available instead
+of failing.
 """
 
 from __future__ import annotations
@@ -18,39 +18,40 @@ from freeswim_engine.errors import FreeSwimError
 logger = logging.getLogger(__name__)
 
 
-def installed_models() -> list[tuple[str, str]]:
-    """Return (model spec, label) for each model `api.list_models()` reports, or nothing without that API."""
-    try:
-        api = importlib.import_module("freeswim_engine.api")
-    except ImportError as error:
-        logger.info("Model listing not available: %s", error)
+def _models_module() -> Any:
+    """Return the engine module with list_models and resolve_model: api when present, else models."""
+    for name in ("freeswim_engine.api", "freeswim_engine.models"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            logger.debug("%s not available: %s", name, error)
+            continue
+        if hasattr(module, "list_models") and hasattr(module, "resolve_model"):
+            return module
+    return None
+
+
+def listed_models() -> list[tuple[str, str, bool]]:
+    """Return (model spec, label, is installed) for each model the engine lists; empty without that API."""
+    module = _models_module()
+    if module is None:
         return []
     try:
-        infos = api.list_models()
+        infos = module.list_models()
     except (FreeSwimError, OSError) as error:
         logger.warning("Listing installed models failed: %s", error)
         return []
-    models = []
-    for info in infos:
-        spec = _first_attribute(info, ("spec", "path", "repo_id", "name"))
-        if not spec:
-            continue
-        label = _first_attribute(info, ("label", "name")) or spec
-        if getattr(info, "is_installed", True) is False:
-            continue
-        models.append((str(spec), str(label)))
-    return models
+    return [(str(info.name), str(info.label), bool(getattr(info, "is_installed", False))) for info in infos]
 
 
 @functools.lru_cache(maxsize=16)
 def model_info(spec: str) -> Any:
-    """Return `api.resolve_model(spec)` (no weights loaded), or None when it fails or the API is missing."""
-    try:
-        api = importlib.import_module("freeswim_engine.api")
-    except ImportError:
+    """Return the engine's ModelInfo for `spec` (no weights loaded), or None when resolving fails."""
+    module = _models_module()
+    if module is None:
         return None
     try:
-        return api.resolve_model(spec)
+        return module.resolve_model(spec)
     except (FreeSwimError, OSError, ValueError) as error:
         logger.info("Cannot resolve model %s: %s", spec, error)
         return None
@@ -98,14 +99,6 @@ def _preset_for(model: str) -> Any:
         from freeswim_engine.demo_model import DEMO_PRESET
 
         return DEMO_PRESET
-    return None
-
-
-def _first_attribute(value: Any, names: tuple[str, ...]) -> str | None:
-    for name in names:
-        attribute = getattr(value, name, None)
-        if attribute:
-            return str(attribute)
     return None
 
 

@@ -193,8 +193,13 @@ class JobEditor(QWidget):
         for preset in PRESETS.values():
             box.addItem(preset.label, preset.name)
         box.addItem(self.tr("Demo (tiny random weights, checks the install)"), "demo")
-        for spec, label in engine_info.installed_models():
-            if box.findData(spec) < 0:
+        for spec, label, is_installed in engine_info.listed_models():
+            index = box.findData(spec)
+            if index >= 0:
+                suffix = self.tr("installed") if is_installed else self.tr("not installed")
+                if spec != "demo":
+                    box.setItemText(index, f"{box.itemText(index)} ({suffix})")
+            elif is_installed:
                 box.addItem(label, spec)
         box.addItem(self.tr("Browse for a model folder..."), BROWSE_MODEL)
         box.blockSignals(False)

@@ -175,6 +175,9 @@ class PlayerWidget(QWidget):
         if compare is None and self.view_box.currentData() != VIEW_RESULT:
             self.view_box.setCurrentIndex(0)
         self._index = 0
+        # Clear the old frame so that it never shows under the new title while the new one decodes.
+        self.frame_view.set_frame(None)
+        self.ab_view.set_frames(None, None)
         self._update_controls()
         self.show_frame(0)
 
