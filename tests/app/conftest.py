@@ -76,10 +76,12 @@ class ScriptedResult:
 class ScriptedEngine:
     """A stand-in for ``freeswim_engine.api`` whose renders the test controls step by step.
 
-    ``render`` runs ``steps`` stage-2 steps. With ``gate`` set, each step waits
-    until the test calls ``release()``, so a test can cancel or shut down at a
-    known point. A prompt containing "fail" raises ModelLoadError and one
-    containing "crash" raises RuntimeError. Finished renders write a real
+    ``render`` runs ``steps`` stage-2 steps. With ``gated`` set, each step waits
+    until the test calls ``release()`` or asks the render to stop, so a test can
+    cancel or shut down at a known point. A prompt containing "fail" raises ModelLoadError, one
+    containing "crash" raises RuntimeError, one containing "stuck" waits for
+    ``release()`` without checking for cancellation, and one containing "flaky" raises
+    ModelLoadError while ``flaky_failures`` is above zero. Finished renders write a real
     16-frame MP4 through ``freeswim_engine.video_io``.
     """
 
@@ -92,6 +94,8 @@ class ScriptedEngine:
         self.step_started = threading.Event()  # set when a render is waiting at a step
         self.render_threads: list[threading.Thread] = []
         self.rendered: list[str] = []  # prompts, in the order they finished
+        self.work_dirs: list[Path | None] = []
+        self.flaky_failures = 0  # how many more renders of a prompt containing "flaky" fail
 
     def module(self) -> types.ModuleType:
         module = types.ModuleType("scripted_engine")
@@ -108,23 +112,39 @@ class ScriptedEngine:
         for _ in range(steps):
             self._step_permits.release()
 
+    def _wait_for_permit(self, callbacks: ScriptedCallbacks) -> None:
+        # Like a real step, a held step notices a cancel request within a fraction of a second.
+        self.step_started.set()
+        deadline = time.monotonic() + 60
+        while not self._step_permits.acquire(timeout=0.02):
+            if callbacks.should_cancel and callbacks.should_cancel():
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never released the scripted render")
+        self.step_started.clear()
+
     def render(self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None) -> Any:
         from freeswim_engine.video_io import sidecar_path_for, write_mp4
 
         self.render_threads.append(threading.current_thread())
+        self.work_dirs.append(work_dir)
         callbacks = callbacks or ScriptedCallbacks()
+        if "flaky" in request.prompt and self.flaky_failures > 0:
+            self.flaky_failures -= 1
+            raise ModelLoadError("Flaky model folder.")
         if "fail" in request.prompt:
             raise ModelLoadError(f"Model folder {request.model} is missing model_index.json.")
         if "crash" in request.prompt:
             raise RuntimeError("scripted crash")
+        if "stuck" in request.prompt:  # like loading a model: no cancel checks until released
+            self.step_started.set()
+            self._step_permits.acquire(timeout=60)
         started = time.monotonic()
         if callbacks.on_stage:
             callbacks.on_stage("stage2")
         for step in range(1, self.steps + 1):
             if self.gated:
-                self.step_started.set()
-                self._step_permits.acquire(timeout=30)
-                self.step_started.clear()
+                self._wait_for_permit(callbacks)
             if callbacks.should_cancel and callbacks.should_cancel():
                 raise RenderCancelled("Render cancelled.")
             if callbacks.on_progress:
