@@ -1,0 +1,293 @@
+"""The two FreeSwim stages, built from the pieces of a loaded diffusers WanPipeline.
+
+Stage 1 denoises from pure noise at the model's native size. Between the stages the
+video is decoded, resized bilinearly to the target size and encoded again. Stage 2
+adds noise for the request's strength and denoises the last steps of the schedule
+with FreeSwim attention. ``freeswim_engine.api`` strings these steps together.
+
+Latents are float32 with shape (1, channels, latent frames, latent height, latent
+width) and normalised with the VAE's ``latents_mean``/``latents_std``, as in diffusers'
+Wan pipelines. Videos are float32 tensors of shape (1, 3, frames, height, width) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+from freeswim_engine.attention import AttentionMethod, FreeSwimTransformer
+from freeswim_engine.cache_store import CrossAttentionCacheStore
+from freeswim_engine.errors import NonFiniteLatentsError
+from freeswim_engine.models import LoadedModel
+from freeswim_engine.request import stage2_step_count
+
+logger = logging.getLogger(__name__)
+
+# Called after every denoising step with (step, total steps, estimate of the clean latents).
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+# Frames larger than this many pixels go through the VAE in tiles; untiled, the VAE's
+# memory grows with the frame area and its mid-block attention with its square.
+VAE_TILING_MIN_PIXELS = 1280 * 720
+RESIZE_CHUNK_FRAMES = 8
+
+
+@dataclasses.dataclass
+class PromptEmbeddings:
+    """Text embeddings of the prompt and negative prompt, each (1, max tokens, text dim)."""
+
+    prompt: torch.Tensor
+    negative: torch.Tensor | None  # None when guidance is off
+
+    @property
+    def uses_guidance(self) -> bool:
+        return self.negative is not None
+
+
+def encode_prompts(model: LoadedModel, prompt: str, negative_prompt: str, guidance_scale: float) -> PromptEmbeddings:
+    """Encode both prompts with the pipeline's tokenizer and text encoder (the negative only when guidance is on)."""
+    uses_guidance = guidance_scale > 1.0
+    with torch.no_grad():
+        prompt_embeds, negative_embeds = model.pipeline.encode_prompt(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=uses_guidance,
+            max_sequence_length=model.info.preset.max_text_tokens,
+            device=model.device,
+            dtype=model.transformer_dtype,
+        )
+    return PromptEmbeddings(prompt_embeds, negative_embeds if uses_guidance else None)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """Return a CPU generator, so that a seed gives the same noise on every device."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def latent_shape(model: LoadedModel, num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+    preset = model.info.preset
+    return (
+        1,
+        int(model.pipeline.transformer.config.in_channels),
+        (num_frames - 1) // preset.vae_temporal_factor + 1,
+        height // preset.vae_spatial_factor,
+        width // preset.vae_spatial_factor,
+    )
+
+
+def run_stage1(
+    model: LoadedModel,
+    embeddings: PromptEmbeddings,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    flow_shift: float,
+    generator: torch.Generator,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Generate latents at (height, width) from noise, with full attention and every scheduled step."""
+    pipeline = model.pipeline
+    scheduler = _scheduler(model, flow_shift)
+    scheduler.set_timesteps(num_inference_steps, device=model.device)
+    scheduler.set_begin_index(0)
+
+    # Noise is drawn on the CPU from the CPU generator, then moved, so it is the same on every device.
+    latents = pipeline.prepare_latents(
+        1,
+        int(pipeline.transformer.config.in_channels),
+        height,
+        width,
+        num_frames,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        generator=generator,
+    ).to(model.device)
+
+    denoiser = FreeSwimTransformer(
+        pipeline.transformer,
+        method=AttentionMethod.DIRECT,
+        base_size=model.info.preset.base_size,
+        pixels_per_token=model.info.preset.pixels_per_token,
+    )
+    return _denoise(denoiser, scheduler, scheduler.timesteps, 0, latents, embeddings, guidance_scale, on_step)
+
+
+def run_stage2(
+    model: LoadedModel,
+    embeddings: PromptEmbeddings,
+    clean_latents: torch.Tensor,
+    *,
+    num_inference_steps: int,
+    strength: float,
+    guidance_scale: float,
+    flow_shift: float,
+    method: AttentionMethod | str,
+    cache_interval: int,
+    base_size: tuple[int, int],
+    generator: torch.Generator,
+    cache_store: CrossAttentionCacheStore | None = None,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Refine ``clean_latents`` SDEdit-style: noise them to the strength's timestep and denoise the rest.
+
+    Of ``num_inference_steps`` scheduled steps the last round(steps x strength) run.
+    """
+    scheduler = _scheduler(model, flow_shift)
+    scheduler.set_timesteps(num_inference_steps, device=model.device)
+    first_index = num_inference_steps - stage2_step_count(num_inference_steps, strength)
+    timesteps = scheduler.timesteps[first_index:]
+    scheduler.set_begin_index(first_index)
+
+    noise = randn_tensor(tuple(clean_latents.shape), generator=generator, device=torch.device("cpu"), dtype=torch.float32)
+    latents = scheduler.add_noise(clean_latents, noise.to(model.device), timesteps[:1])
+
+    denoiser = FreeSwimTransformer(
+        model.pipeline.transformer,
+        method=method,
+        base_size=base_size,
+        pixels_per_token=model.info.preset.pixels_per_token,
+        cache_interval=cache_interval,
+        cache_store=cache_store,
+    )
+    return _denoise(denoiser, scheduler, timesteps, first_index, latents, embeddings, guidance_scale, on_step)
+
+
+def _scheduler(model: LoadedModel, flow_shift: float) -> Any:
+    """Return a fresh copy of the checkpoint's scheduler with ``flow_shift``, so renders never share state."""
+    scheduler = model.pipeline.scheduler
+    return type(scheduler).from_config(scheduler.config, flow_shift=flow_shift)
+
+
+def _denoise(
+    denoiser: FreeSwimTransformer,
+    scheduler: Any,
+    timesteps: torch.Tensor,
+    first_index: int,
+    latents: torch.Tensor,
+    embeddings: PromptEmbeddings,
+    guidance_scale: float,
+    on_step: StepCallback | None,
+) -> torch.Tensor:
+    total = len(timesteps)
+    with torch.no_grad(), denoiser.installed():
+        for step, timestep in enumerate(timesteps):
+            # 1. Predict the flow velocity, guidance included.
+            velocity = denoiser.predict_noise(
+                latents,
+                timestep,
+                step_index=step,
+                prompt_embeds=embeddings.prompt,
+                negative_prompt_embeds=embeddings.negative,
+                guidance_scale=guidance_scale,
+            ).float()
+
+            # 2. Estimate the clean latents for the preview: x_t = (1 - sigma) x_0 + sigma noise, v = noise - x_0.
+            sigma = float(scheduler.sigmas[first_index + step])
+            clean_estimate = latents - sigma * velocity
+
+            # 3. Advance the scheduler, then report, which may raise RenderCancelled.
+            latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step(step + 1, total, clean_estimate)
+    return latents
+
+
+# -- VAE and resizing --------------------------------------------------------------------------
+
+
+def check_finite(latents: torch.Tensor, stage: str) -> None:
+    """Raise NonFiniteLatentsError when ``latents`` contain NaN or infinity."""
+    if not bool(torch.isfinite(latents).all()):
+        bad = int((~torch.isfinite(latents)).sum())
+        raise NonFiniteLatentsError(
+            f"The {stage} latents contain {bad} NaN or infinite values, so the decoded video would be black or "
+            "noise. Retry with dtype float32, a lower guidance scale, or another seed."
+        )
+
+
+def decode_latents(model: LoadedModel, latents: torch.Tensor, stage: str = "final") -> torch.Tensor:
+    """Decode normalised latents to a video tensor (1, 3, frames, height, width) in [-1, 1].
+
+    Raises NonFiniteLatentsError before decoding when the latents are not finite.
+    """
+    check_finite(latents, stage)
+    vae = model.pipeline.vae
+    mean, std = _latent_statistics(vae, latents.device)
+    raw = (latents.float() * std + mean).to(device=model.device, dtype=vae.dtype)
+    height = raw.shape[3] * model.info.preset.vae_spatial_factor
+    width = raw.shape[4] * model.info.preset.vae_spatial_factor
+    with torch.no_grad(), _vae_tiling(vae, height, width):
+        video = vae.decode(raw, return_dict=False)[0]
+    return video.float().clamp(-1.0, 1.0)
+
+
+def encode_video(model: LoadedModel, video: torch.Tensor) -> torch.Tensor:
+    """Encode a video tensor in [-1, 1] to normalised latents, using the latent distribution's mode."""
+    vae = model.pipeline.vae
+    pixels = video.to(device=model.device, dtype=vae.dtype)
+    with torch.no_grad(), _vae_tiling(vae, video.shape[3], video.shape[4]):
+        raw = vae.encode(pixels).latent_dist.mode()
+    mean, std = _latent_statistics(vae, raw.device)
+    return ((raw.float() - mean) / std).float()
+
+
+def _latent_statistics(vae: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    channels = int(vae.config.z_dim)
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(1, channels, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(1, channels, 1, 1, 1)
+    return mean, std
+
+
+@contextlib.contextmanager
+def _vae_tiling(vae: Any, height: int, width: int) -> Iterator[None]:
+    """Turn on the VAE's tiling for frames above VAE_TILING_MIN_PIXELS, and restore the setting after."""
+    previous = bool(getattr(vae, "use_tiling", False))
+    if height * width > VAE_TILING_MIN_PIXELS:
+        vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if not previous:
+            vae.disable_tiling()
+
+
+def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize every frame of (1, 3, frames, H, W) to (height, width) with bilinear interpolation.
+
+    Frames go through in chunks so that the float copy of a 4K clip is never made twice.
+    Downscaling uses antialiasing, upscaling plain bilinear interpolation.
+    """
+    frames = video[0].transpose(0, 1)  # (frames, 3, H, W)
+    if frames.shape[2:] == (height, width):
+        return video
+    antialias = height < frames.shape[2] or width < frames.shape[3]
+    resized = torch.empty((frames.shape[0], 3, height, width), dtype=video.dtype, device=video.device)
+    for start in range(0, frames.shape[0], RESIZE_CHUNK_FRAMES):
+        chunk = frames[start : start + RESIZE_CHUNK_FRAMES]
+        resized[start : start + RESIZE_CHUNK_FRAMES] = F.interpolate(
+            chunk, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias
+        )
+    return resized.transpose(0, 1).unsqueeze(0)
+
+
+def video_to_frames(video: torch.Tensor) -> numpy.ndarray:
+    """Convert a video tensor in [-1, 1] to uint8 RGB frames of shape (frames, height, width, 3)."""
+    pixels = ((video[0].float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def frames_to_video(frames: numpy.ndarray, device: torch.device) -> torch.Tensor:
+    """Convert uint8 RGB frames (frames, height, width, 3) to a float32 video tensor in [-1, 1]."""
+    pixels = torch.from_numpy(numpy.ascontiguousarray(frames)).to(device)
+    return (pixels.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0).contiguous()
