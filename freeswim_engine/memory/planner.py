@@ -100,6 +100,13 @@ _CACHE_DESCRIPTIONS = {
 }
 
 
+_CACHE_SHORT = {
+    CachePlacement.DEVICE: "on the device",
+    CachePlacement.PINNED_HOST: "in pinned host memory",
+    CachePlacement.DISK: "on disk",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class PhasePeaks:
     """Estimated peak GPU bytes of each phase of a render (0 when the render runs on CPU)."""
@@ -327,19 +334,21 @@ def plan_memory(
 
 
 def next_frugal_plan(plan: MemoryPlan) -> MemoryPlan | None:
-    """Return the cheapest plan whose estimated VRAM peak is at least 10% below ``plan``'s, or None.
+    """Return the cheapest plan whose estimated peak is at least 10% below ``plan``'s, or None.
 
-    It is the suggestion after a CUDA out-of-memory error, when the estimate proved
-    too optimistic; it still has to fit the machine's RAM and disk.
+    The peak compared is VRAM on CUDA and RAM on CPU. It is the suggestion after an
+    out-of-memory error, when the estimate proved too optimistic, so on CUDA it is
+    checked against the machine's RAM and disk only.
     """
     if plan.model is None:
         return None
-    target = plan.required_vram_bytes * 0.9
-    candidates = [
-        candidate
-        for candidate in _all_plans(plan.figures, plan.model, plan.device)
-        if candidate.required_vram_bytes <= target and _fits_host(candidate)
-    ]
+    candidates = _all_plans(plan.figures, plan.model, plan.device)
+    if plan.device.is_cuda:
+        target = plan.required_vram_bytes * 0.9
+        candidates = [item for item in candidates if item.required_vram_bytes <= target and _fits_host(item)]
+    else:
+        target = plan.peak_ram_bytes * 0.9
+        candidates = [item for item in candidates if item.peak_ram_bytes <= target and item.fits]
     if not candidates:
         return None
     return min(candidates, key=lambda candidate: (candidate.cost, candidate.required_vram_bytes))
@@ -501,12 +510,16 @@ def _free_text(device: DeviceMemory) -> str:
 
 def _rejection_message(figures: RenderFigures, model: ModelFigures, device: DeviceMemory) -> str:
     plans = _all_plans(figures, model, device)
-    frugal = min(plans, key=lambda plan: (len(plan.shortfalls()), plan.required_vram_bytes, plan.cost))
     lines = [
         f"No memory plan fits {model.name} at {figures.width}x{figures.height}, {figures.num_frames} frames, "
-        f"method {figures.method} on this machine ({_free_text(device)}).",
-        f"The most frugal plan ({frugal.summary()}) {'; it '.join(frugal.shortfalls())}.",
+        f"method {figures.method} on {device.device_name or device.device_type} ({_free_text(device)}).",
     ]
+    # The most frugal plan of each cache placement, because each fails for its own reason.
+    for placement in dict.fromkeys(plan.cache_placement for plan in plans):
+        same_cache = [plan for plan in plans if plan.cache_placement == placement]
+        frugal = min(same_cache, key=lambda plan: (len(plan.shortfalls()), plan.required_vram_bytes, plan.cost))
+        label = "The most frugal plan" if placement is None else f"With the cache {_CACHE_SHORT[placement]}, the most frugal plan"
+        lines.append(f"{label} ({frugal.summary()}) {'; it '.join(frugal.shortfalls())}.")
     alternatives = suggest_alternatives(figures, model, device)
     if alternatives:
         lines.append("These settings would fit (estimates):")
