@@ -192,12 +192,6 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
         help="stage-1 size as HEIGHTxWIDTH in pixels, for example 480x832; default: the model's "
         "native size (480x832 for Wan2.1 1.3B, 720x1280 for 14B, 704x1280 for Wan2.2 TI2V-5B)",
     )
-    stage1.add_argument(
-        "--save-latents",
-        type=Path,
-        metavar="PATH",
-        help="also save the stage-1 latents to this file (torch .pt); default: not saved",
-    )
 
 
 def _add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -260,14 +254,15 @@ def _add_size_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         type=int,
         metavar="N",
-        help="number of frames, 4k+1 (1, 5, 9, ..., 81); default: the model's default, 81 for the Wan presets; "
-        "upscale reads at most this many frames of the input",
+        help="number of frames, 4k+1 (1, 5, 9, ..., 81); default: 81 for the Wan presets; upscale reads at most "
+        "this many frames of the input and by default all of them, dropping the last ones to reach 4k+1",
     )
     group.add_argument(
         "--fps",
         type=int,
         metavar="FPS",
-        help="frames per second of the output; default: the model's rate (16 for Wan2.1, 24 for Wan2.2 TI2V-5B)",
+        help="frames per second of the output; default: the model's rate (16 for Wan2.1, 24 for Wan2.2 TI2V-5B), "
+        "or for upscale the input's rate rounded to a whole number",
     )
 
 
@@ -328,8 +323,14 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-dir",
         type=Path,
         metavar="DIR",
-        help="folder for intermediates (stage-1 latents and base video); a rerun with the same stage-1 "
-        "settings reuses them; default: a temporary folder, removed afterwards",
+        help="folder for intermediates (stage-1 latents and base.mp4); a rerun with the same stage-1 "
+        "settings skips stage 1; default: none, so nothing is kept",
+    )
+    group.add_argument(
+        "--save-latents",
+        type=Path,
+        metavar="PATH",
+        help="also save the final latents, before decoding, to this torch file; default: not saved",
     )
 
 
@@ -389,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputVideoError as error:
         return _fail(args, error, str(error), EXIT_INVALID_INPUT)
     except (RenderCancelled, KeyboardInterrupt) as error:
-        return _fail(args, error, "cancelled; no output was written", EXIT_CANCELLED)
+        return _fail(args, error, "cancelled; the output video was not written", EXIT_CANCELLED)
     except FreeSwimError as error:
         return _fail(args, error, str(error), EXIT_FAILURE)
     except Exception as error:
@@ -455,13 +456,12 @@ def request_from_args(args: argparse.Namespace) -> RenderRequest:
         "output_path": args.output,
         "codec": args.codec,
         "crf": args.crf,
+        "save_latents": args.save_latents,
     }
     if args.negative_prompt is not None:
         values["negative_prompt"] = args.negative_prompt
     if getattr(args, "base_size", None) is not None:
         values["base_height"], values["base_width"] = args.base_size
-    if getattr(args, "save_latents", None) is not None:
-        values["save_latents"] = args.save_latents
     if getattr(args, "input", None) is not None:
         values["input_video"] = args.input
     return RenderRequest(**values)
@@ -485,13 +485,16 @@ def _render_or_upscale(args: argparse.Namespace, is_upscale: bool) -> int:
     except ModelLoadError as error:
         # Raised before any weights load, so it is the --model value that is wrong.
         raise InvalidRequestError("model", request.model, "cannot be resolved", str(error)) from None
-    for warning in request.validate(model_info):
-        logger.warning("%s", warning)
+    # The engine validates again and logs these warnings itself, so they are shown here only when
+    # an extension stops the command before the engine runs.
+    warnings = request.validate(model_info)
     if is_upscale and not request.prompt.strip():
         logger.warning("No --prompt given, so stage 2 refines without text guidance. A prompt that describes the video gives better detail.")
     for extension in _render_extensions:
         status = extension.before_render(args, request)
         if status is not None:
+            for warning in warnings:
+                logger.warning("%s", warning)
             return status
     output = args.output if args.output.suffix.lower() == ".mp4" else args.output.with_name(args.output.name + ".mp4")
     if output.exists():
@@ -500,6 +503,7 @@ def _render_or_upscale(args: argparse.Namespace, is_upscale: bool) -> int:
     from freeswim_engine import api
     from freeswim_engine.progress import TerminalProgress
 
+    _hide_library_progress_bars()
     progress = TerminalProgress(sys.stderr)
     try:
         with _cancel_on_interrupt() as cancel_event:
@@ -514,6 +518,17 @@ def _render_or_upscale(args: argparse.Namespace, is_upscale: bool) -> int:
         progress.close()
     _print_result(result)
     return EXIT_OK
+
+
+def _hide_library_progress_bars() -> None:
+    """Turn off the loading bars of diffusers, transformers and huggingface_hub, so only the stage bar shows."""
+    import diffusers.utils.logging
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 @contextlib.contextmanager
@@ -556,8 +571,6 @@ def _print_result(result: RenderResult) -> None:
         print(f"Peak GPU memory: {result.peak_memory_bytes / 2**30:.1f} GiB")
     if result.plan_summary:
         print(f"Memory plan: {result.plan_summary}")
-    for warning in result.warnings:
-        print(f"{PROGRAM}: warning: {warning}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------

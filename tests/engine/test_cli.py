@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio_ffmpeg
 import pytest
 
-from freeswim_engine import cli
+from freeswim_engine import cli, video_io
 from freeswim_engine.progress import TerminalProgress
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -86,8 +87,8 @@ def test_upscale_help_omits_stage1_options(capsys: pytest.CaptureFixture[str]) -
 
     assert "--input VIDEO_OR_FOLDER" in help_text
     assert "default 1920" in help_text
+    assert "--save-latents" in help_text
     assert "--base-size" not in help_text
-    assert "--save-latents" not in help_text
 
 
 @pytest.mark.parametrize("command", ["models", "doctor"])
@@ -288,3 +289,97 @@ def test_unknown_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert status == 2
     assert "no-such-model" in error
     assert "(option --model)" in error
+
+
+# -- end to end with the demo model ---------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the engine's cache, where the demo checkpoint is built once, at a folder shared by this module's tests."""
+    cache = tmp_path_factory.getbasetemp() / "freeswim-cli-cache"
+    monkeypatch.setenv("FREESWIM_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.mark.slow
+def test_render_demo_end_to_end(tmp_path: Path, demo_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "out" / "fox"
+    arguments = ["render", "--prompt", "a red fox in snow", "--model", "demo", "--width", "256", "--height", "144"]
+    arguments += ["--frames", "5", "--fps", "24", "--seed", "11", "--method", "direct", "--codec", "h265", "--crf", "23"]
+    arguments += ["--work-dir", str(tmp_path / "work"), "--save-latents", str(tmp_path / "latents.pt"), "--output", str(output)]
+
+    status = run_cli(tmp_path, *arguments)
+    captured = capsys.readouterr()
+
+    assert status == 0, captured.err
+    path = tmp_path / "out" / "fox.mp4"
+    info = video_io.probe_mp4(path)
+    assert (info.width, info.height, info.num_frames, info.fps) == (256, 144, 5, 24)
+    assert info.codec == "hevc"
+    settings = info.embedded_settings()
+    assert settings is not None
+    assert settings["prompt"] == "a red fox in snow"
+    assert settings["seed"] == 11
+    assert settings["model"] == "demo"
+    assert settings["request"]["method"] == "direct"
+    assert settings["export"]["crf"] == 23
+    assert json.loads((tmp_path / "out" / "fox.json").read_text(encoding="utf-8"))["seed"] == 11
+    assert (tmp_path / "work" / "base.mp4").is_file()
+    assert (tmp_path / "latents.pt").is_file()
+    assert f"Wrote {path}" in captured.out
+    assert "seed 11" in captured.out
+    assert "[0:" in captured.err  # one line per stage, since stderr is not a terminal here
+
+
+def test_render_cancel_exits_130(
+    tmp_path: Path, demo_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from freeswim_engine import progress
+
+    show_progress = progress.TerminalProgress.on_progress
+
+    def progress_then_interrupt(self: progress.TerminalProgress, stage: object, step: int, total: int) -> None:
+        show_progress(self, stage, step, total)
+        signal.raise_signal(signal.SIGINT)  # a first Ctrl+C asks the engine to stop after this step
+
+    monkeypatch.setattr(progress.TerminalProgress, "on_progress", progress_then_interrupt)
+    output = tmp_path / "cancelled.mp4"
+    arguments = ["render", "--prompt", "x", "--model", "demo", "--width", "224", "--height", "128", "--frames", "1"]
+    arguments += ["--steps", "2", "--method", "direct", "--output", str(output)]
+
+    status = run_cli(tmp_path, *arguments)
+    error = capsys.readouterr().err
+
+    assert status == 130
+    assert "cancelling after the current step" in error
+    assert "cancelled; the output video was not written" in error
+    assert "Traceback" not in error
+    assert not output.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_upscale_testsrc_to_1080p(tmp_path: Path, demo_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "low.mp4"
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi"]
+    command += ["-i", "testsrc=size=224x128:rate=12", "-frames:v", "7", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(source)]
+    subprocess.run(command, check=True)
+    output = tmp_path / "up.mp4"
+
+    status = run_cli(
+        tmp_path, "upscale", "--input", str(source), "--prompt", "a test pattern", "--model", "demo",
+        "--width", "1920", "--height", "1088", "--seed", "4", "--output", str(output),
+    )
+    captured = capsys.readouterr()
+
+    assert status == 0, captured.err
+    info = video_io.probe_mp4(output)
+    assert (info.width, info.height) == (1920, 1088)
+    assert info.num_frames == 5  # 7 input frames, trimmed to 4k+1
+    assert info.fps == 12  # the input's rate
+    settings = info.embedded_settings()
+    assert settings is not None
+    assert settings["mode"] == "upscale"
+    assert settings["request"]["method"] == "freeswim-cached"
+    assert "dropped the last 2 frames" in captured.err
