@@ -3,8 +3,8 @@
 Both keep each block's tensor in the dtype it was written in and convert only on
 ``get``, with the same ``Tensor.to(device=..., dtype=...)`` call as DeviceCacheStore,
 so every placement returns the same bits. On CUDA, ``prefetch`` starts copying a
-block's entry to the GPU on a side stream and records an event; ``get`` makes the
-current stream wait on that event only, not on the whole side stream.
+block's entry to the GPU on a side stream and records an event. ``get`` then makes
+the current stream wait on that event only, not on the whole side stream.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class _DiskEntry:
 class DiskCacheStore:
     """Cache kept in raw files under a fresh subfolder of ``scratch_dir``, read back through memory maps.
 
-    Each ``put`` writes the tensor's bytes unchanged (``block-NNNN.bin``); ``get``
+    Each ``put`` writes the tensor's bytes unchanged (``block-NNNN.bin``). ``get``
     maps the file and copies it to the caller's device and dtype, so the result is
     bit-identical and never aliases the file. ``clear`` deletes the files, ``close``
     also the subfolder. Use it as a context manager so an exception, a cancelled

@@ -138,10 +138,12 @@ def describe_machine(args: argparse.Namespace) -> DeviceMemory:
     except ValueError as error:
         raise InvalidRequestError("device", args.device, "is not usable here", f"{error} Or pass --vram.") from None
 
-    given = [args.vram, args.ram, args.disk]
-    if all(value is None for value in given):
+    sizes_given = [args.vram, args.ram, args.disk]
+    if all(size is None for size in sizes_given):
         return measured
-    vram = args.vram if args.vram is not None else (measured.free_vram_bytes if measured.is_cuda else None)
+    vram = args.vram
+    if vram is None and measured.is_cuda:
+        vram = measured.free_vram_bytes
     ram = args.ram if args.ram is not None else measured.free_ram_bytes
     disk = args.disk if args.disk is not None else measured.free_disk_bytes
     if vram is None:

@@ -1,8 +1,8 @@
 """Memory planning: estimate a render's memory, choose placements, and apply them through diffusers.
 
 ``plan_memory`` picks where weights and the cross-attention cache live from the
-machine's free VRAM, RAM and disk; ``apply_memory_plan`` sets the pipeline up that
-way; ``classify_out_of_memory`` turns an out-of-memory error into an error that
+machine's free VRAM, RAM and disk. ``apply_memory_plan`` sets a pipeline up that
+way. ``classify_out_of_memory`` turns an out-of-memory error into an error that
 names the plan used and a more frugal one.
 
 Names load on first use, so ``freeswim_engine.memory.sizes`` (size parsing for the

@@ -1,4 +1,4 @@
-"""Set a pipeline up the way a memory plan says, through diffusers' and accelerate's own offloading."""
+"""Set a pipeline up as a memory plan specifies, through diffusers' and accelerate's own offloading."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class PlanOutOfMemoryError(OutOfMemoryError):
 
 
 def apply_memory_plan(pipe_or_components: Any, plan: MemoryPlan, device: torch.device | str) -> None:
-    """Place weights, and set VAE tiling and FFN chunking, as ``plan`` says.
+    """Place weights, and set VAE tiling and FFN chunking, as ``plan`` specifies.
 
     ``pipe_or_components`` is a diffusers pipeline or a mapping with the keys
     ``text_encoder``, ``transformer`` and ``vae`` (other keys are moved to ``device``

@@ -94,7 +94,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 def _free_disk_bytes(scratch_dir: Path | None) -> int | None:
     if scratch_dir is None:
         return None
-    # The folder may not exist yet; measure the nearest existing parent, which is on the same disk.
+    # The folder may not exist yet, so measure its nearest existing parent, usually on the same file system.
     probe = Path(scratch_dir).expanduser().resolve()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -1,8 +1,8 @@
 """Byte estimates for one render: weights, activations, the cross-attention cache and the VAE.
 
 Every figure here is an estimate computed from tensor shapes, not a measurement of
-a run. The constants below say which tensors are counted and where a number came
-from. The planner adds a safety margin on top, because CUDA's caching allocator,
+a run. The constants below state which tensors are counted and where each number
+came from. The planner adds a safety margin on top, because CUDA's caching allocator,
 cuBLAS and cuDNN workspaces and fragmentation all add memory that shapes do not show.
 """
 
@@ -38,7 +38,7 @@ FFN_PHASE_FP32_TENSORS = 2
 # The FFN's first projection output and its GELU output are both alive for a moment.
 FFN_INTERMEDIATE_TENSORS = 2
 
-# Flex attention tiles queries and keys in blocks of 128 tokens; its block mask stores
+# Flex attention tiles queries and keys in blocks of 128 tokens. Its block mask stores
 # four int32 index tables of (query blocks x key blocks) entries.
 FLEX_BLOCK_SIZE = 128
 FLEX_INDEX_TABLES = 4
@@ -58,9 +58,9 @@ TEXT_ENCODER_FFN_TENSORS = 3
 TEXT_ENCODER_SCORE_TABLES = 3
 
 # Wan 2.1 VAE (AutoencoderKLWan, base_dim 96): bytes per pixel of one frame that the
-# decoder and encoder hold at full resolution, whatever the frame count, because both
-# work one latent frame (4 video frames) at a time and each causal 3D convolution
-# caches its last 2 input frames. Measured as the slope of peak RSS between 128x128 and
+# decoder and encoder keep at full resolution. The figure does not grow with the frame
+# count, because both work on one latent frame (4 video frames) at a time and each
+# causal 3D convolution caches only its last 2 input frames. Measured as the slope of peak RSS between 128x128 and
 # 256x256 (9 frames, random weights, CPU, torch 2.13.0, diffusers 0.42.1): 21.8 kB for
 # decoding and 16.6 kB for encoding. cuDNN workspaces on CUDA are not in these
 # figures; the planner's margin covers them.
@@ -125,7 +125,8 @@ class RenderFigures:
 
     ``dtype`` is the transformer's compute dtype (``bfloat16`` or ``float32``);
     ``auto`` is resolved by the planner: bfloat16 on CUDA, float32 on CPU.
-    ``is_upscale`` is True when stage 2 starts from an input video.
+    ``is_upscale`` is True when stage 2 starts from an input video. It changes no
+    estimate, because stage 2 at the target size sets every peak either way.
     """
 
     width: int
@@ -283,7 +284,7 @@ def text_encoder_activation_bytes(model: ModelFigures, compute_bytes: int) -> in
 
 @dataclasses.dataclass(frozen=True)
 class TransformerActivations:
-    """Peak activation bytes of one stage-2 transformer call, split by what holds them."""
+    """Peak activation bytes of one stage-2 transformer call, split by the tensors that make them up."""
 
     residual_streams: int  # hidden states of every branch between blocks
     rotary_embedding: int  # cos and sin tables, float32

@@ -55,7 +55,7 @@ DISK_RESERVE_BYTES = 1 * GIB
 
 # Relative slowdown of each choice, used only to order plans (a ranking, not a
 # measured time). Block-level group offload with CUDA streams overlaps copies with
-# compute, so it costs little more than model offload at 1080p and above; sequential
+# compute, so it costs little more than model offload at 1080p and above. Sequential
 # offload moves every layer's weights synchronously on every call and is far slower.
 # The disk cache reads the whole cache once per reusing step.
 WEIGHT_COSTS = {"all-on-device": 0.0, "model-cpu-offload": 1.0, "group-offload": 2.0, "sequential-offload": 20.0}
@@ -69,7 +69,7 @@ UNLIMITED_BYTES = 1 << 60
 
 
 class WeightPlacement(str, enum.Enum):
-    """Where model weights live, from fastest to most frugal; values name diffusers' mechanisms."""
+    """Placement of the model weights, from fastest to most frugal; the values name diffusers' mechanisms."""
 
     ALL_ON_DEVICE = "all-on-device"  # every component on the GPU for the whole render
     MODEL_CPU_OFFLOAD = "model-cpu-offload"  # one whole component on the GPU at a time
@@ -144,7 +144,7 @@ class _Options:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryPlan:
-    """Where one render keeps its weights and cache, with the estimates behind the choice.
+    """Placement of one render's weights and cache, with the estimates behind the choice.
 
     Every byte figure is an estimate from tensor shapes. ``required_vram_bytes`` is
     the peak plus the safety margin, and is what was compared with free VRAM.
@@ -514,7 +514,7 @@ def _rejection_message(figures: RenderFigures, model: ModelFigures, device: Devi
         f"No memory plan fits {model.name} at {figures.width}x{figures.height}, {figures.num_frames} frames, "
         f"method {figures.method} on {device.device_name or device.device_type} ({_free_text(device)}).",
     ]
-    # The most frugal plan of each cache placement, because each fails for its own reason.
+    # One plan per cache placement, the one closest to fitting, because each placement fails for its own reason.
     for placement in dict.fromkeys(plan.cache_placement for plan in plans):
         same_cache = [plan for plan in plans if plan.cache_placement == placement]
         frugal = min(same_cache, key=lambda plan: (len(plan.shortfalls()), plan.required_vram_bytes, plan.cost))

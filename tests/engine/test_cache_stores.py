@@ -266,3 +266,64 @@ def test_cuda_prefetch_bit_identical(placement: str, tmp_path: Path) -> None:
             assert read.device.type == "cuda"
             assert same_bits(read.cpu(), value.cpu()), f"block {block} changed"
             assert same_bits(store.get(block, cuda, torch.float32).cpu(), value.float().cpu())
+
+
+class CountingStore:
+    """A store wrapper that counts reads, to show that the cached steps used the placement under test."""
+
+    def __init__(self, inner: CrossAttentionCacheStore) -> None:
+        self.inner = inner
+        self.placement = inner.placement
+        self.reads = 0
+
+    def put(self, block_index: int, value: torch.Tensor) -> None:
+        self.inner.put(block_index, value)
+
+    def get(self, block_index: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        self.reads += 1
+        return self.inner.get(block_index, device, dtype)
+
+    def prefetch(self, block_index: int, device: torch.device) -> None:
+        self.inner.prefetch(block_index, device)
+
+    def clear(self) -> None:
+        self.inner.clear()
+
+
+@pytest.mark.slow
+def test_stage2_latents_identical_across_placements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from freeswim_engine import pipeline
+    from freeswim_engine.models import load_model
+
+    monkeypatch.setenv("FREESWIM_CACHE_DIR", str(tmp_path / "engine-cache"))
+    model = load_model("demo", device="cpu")
+    embeddings = pipeline.encode_prompts(model, "a lighthouse at dusk", "blurry", guidance_scale=5.0)
+    # 160x288 pixels is a 10x18 token grid, larger than the demo's 9x15 window, so the two branches differ.
+    shape = pipeline.latent_shape(model, 5, 160, 288)
+    clean_latents = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+
+    results = {}
+    for placement in CachePlacement:
+        with open_cache_store(placement, tmp_path / "scratch") as inner:
+            store = CountingStore(inner)
+            results[placement] = pipeline.run_stage2(
+                model,
+                embeddings,
+                clean_latents,
+                num_inference_steps=6,
+                strength=0.7,
+                guidance_scale=5.0,
+                flow_shift=9.0,
+                method="freeswim-cached",
+                cache_interval=2,
+                base_size=(128, 224),
+                generator=torch.Generator().manual_seed(11),
+                cache_store=store,
+            )
+        assert store.reads > 0, f"the {placement.value} store was never read"
+
+    reference = results[CachePlacement.DEVICE]
+    assert torch.isfinite(reference).all()
+    for placement, latents in results.items():
+        assert same_bits(latents, reference), f"{placement.value} changed the stage-2 latents"
+    assert not any((tmp_path / "scratch").iterdir())
