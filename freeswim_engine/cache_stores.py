@@ -48,9 +48,8 @@ class _SideStreamCopier:
         stream = self._streams.get(device)
         if stream is None:
             stream = self._streams[device] = torch.cuda.Stream(device)
-        # The side stream must not read host memory before the copy that fills it, nor
-        # overtake work already queued on the current stream.
-        stream.wait_stream(torch.cuda.current_stream(device))
+        # Only the copy that fills the host buffer must finish first. Waiting on the whole
+        # current stream would delay the prefetch until the running block's compute is done.
         if after is not None:
             stream.wait_event(after)
         with torch.cuda.stream(stream):
