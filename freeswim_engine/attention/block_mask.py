@@ -4,8 +4,8 @@ Evaluating the window rule at every (query, key) pair, as ``create_block_mask``
 does, costs time and memory in ``L**2``. Here the block structure comes from
 per-axis arithmetic instead: for each query block, count per spatial position
 how many of its queries may see that position, then read each key block's
-spatial range from prefix sums. Key blocks where some pair is allowed are
-listed; blocks where every pair is allowed are listed as full, so flex
+spatial range from prefix sums. Key blocks with at least one allowed pair
+are listed. Blocks where every pair is allowed are listed as full, so flex
 attention skips evaluating the mask there.
 """
 
@@ -99,6 +99,7 @@ def build_window_block_mask(geometry: WindowGeometry, device: torch.device) -> B
         BLOCK_SIZE=BLOCK_SIZE,
         mask_mod=geometry.mask_mod(),
         seq_lengths=(length, length),
+        compute_q_blocks=False,  # the transposed lists serve only the backward pass
     )
 
 

@@ -4,7 +4,7 @@ Tokens are laid out row-major as ``(frame, y, x)``. A query at ``(t, y, x)``
 attends to keys ``(t', y', x')`` of every frame ``t'`` with
 ``|y' - cy| <= half_height`` and ``|x' - cx| <= half_width``. With the inward
 rule the centre is clamped, ``cy = clamp(y, half_height, height - 1 - half_height)``,
-so every query, corners included, sees the full training-size window. An axis
+so every query, corners included, attends to a window of the full training size. An axis
 no longer than the window (``height <= 2 * half_height + 1``) is covered whole.
 """
 
@@ -111,7 +111,7 @@ class WindowGeometry:
 
     @property
     def covers_grid(self) -> bool:
-        """True when every query sees every key, so window attention is plain full attention."""
+        """True when every query may attend to every key, so window attention is plain full attention."""
         rows, columns = self.rows, self.columns
         return rows.half >= rows.length and columns.half >= columns.length
 

@@ -2,7 +2,7 @@
 
 Each transformer block gets one self-attention and one cross-attention
 processor that know the block's index. A shared ``ForwardState``, set before
-every transformer call, tells them how the batch is laid out:
+every transformer call, describes the batch layout:
 
 - ``dual``: the batch is ``[window branch W, full branch F]`` built from the same
   latents. W's self-attention uses the sliding window, F's is full; the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ TEXT_CONTEXT_LENGTH = 512
 
 
 class CrossAttentionSource(enum.Enum):
-    """Where a block's cross-attention output comes from in one transformer call."""
+    """Source of a block's cross-attention output in one transformer call."""
 
     OWN = "own"  # each batch element attends to its own text
     FULL_BRANCH = "full-branch"  # dual batch: computed from F and shared with W
@@ -76,7 +77,7 @@ class FreeSwimSelfAttnProcessor:
 
     def __call__(
         self,
-        attn: torch.nn.Module,
+        attn: Any,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -114,7 +115,7 @@ class FreeSwimCrossAttnProcessor:
 
     def __call__(
         self,
-        attn: torch.nn.Module,
+        attn: Any,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -143,7 +144,7 @@ class FreeSwimCrossAttnProcessor:
 
 
 def text_attention(
-    attn: torch.nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
 ) -> torch.Tensor:
     """Return the cross-attention output before the output projection, shape ``(batch, L, dim)``.
 
@@ -168,7 +169,7 @@ def text_attention(
 
 
 def _project_qkv(
-    attn: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor
+    attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return normalised query, key and value, each ``(batch, tokens, heads, head_dim)``."""
     if getattr(attn, "fused_projections", False):
@@ -188,7 +189,7 @@ def _project_qkv(
     return query.unflatten(2, (heads, -1)), key.unflatten(2, (heads, -1)), value.unflatten(2, (heads, -1))
 
 
-def _project_added_kv(attn: torch.nn.Module, image_context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _project_added_kv(attn: Any, image_context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if getattr(attn, "fused_projections", False):
         key, value = attn.to_added_kv(image_context).chunk(2, dim=-1)
     else:
@@ -209,6 +210,6 @@ def _apply_rotary_emb(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freq
     return rotated.type_as(hidden_states)
 
 
-def _project_out(attn: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+def _project_out(attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     hidden_states = attn.to_out[0](hidden_states)
     return attn.to_out[1](hidden_states)

@@ -7,7 +7,7 @@ import enum
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -21,13 +21,16 @@ from freeswim_engine.attention.processors import (
 from freeswim_engine.cache_store import CrossAttentionCacheStore, DeviceCacheStore
 from freeswim_engine.errors import InvalidRequestError
 
+if TYPE_CHECKING:
+    from diffusers import WanTransformer3DModel
+
 logger = logging.getLogger(__name__)
 
 _PROCESSOR_NAME = re.compile(r"^blocks\.(\d+)\.(attn1|attn2)\.processor$")
 
 
 class AttentionMethod(str, enum.Enum):
-    """How stage 2 computes attention."""
+    """Attention method of stage 2."""
 
     DIRECT = "direct"  # diffusers' own processors: full attention at the default scale
     WINDOW = "window"  # sliding-window self-attention only, at the FreeSwim scale
@@ -50,7 +53,7 @@ class FreeSwimTransformer:
 
     def __init__(
         self,
-        transformer: torch.nn.Module,
+        transformer: WanTransformer3DModel,
         method: AttentionMethod | str = AttentionMethod.FREESWIM_CACHED,
         base_size: tuple[int, int] = (480, 832),
         pixels_per_token: int = 16,
@@ -58,7 +61,8 @@ class FreeSwimTransformer:
         cache_store: CrossAttentionCacheStore | None = None,
         use_inward: bool = True,
     ) -> None:
-        self.transformer = transformer
+        # Typed Any: diffusers' config and submodules are dynamic attributes.
+        self.transformer: Any = cast(Any, transformer)
         self.method = _parse_method(method)
         if cache_interval < 1:
             raise InvalidRequestError(
@@ -70,7 +74,7 @@ class FreeSwimTransformer:
         self.cache_store: CrossAttentionCacheStore = cache_store if cache_store is not None else DeviceCacheStore()
         self.use_inward = use_inward
 
-        head_dim = int(transformer.config.attention_head_dim)
+        head_dim = int(self.transformer.config.attention_head_dim)
         # Checks base_size and pixels_per_token, so a bad request fails here rather than mid-render.
         self.attention_scale = freeswim_attention_scale(base_size, pixels_per_token, head_dim)
         self._state = ForwardState()

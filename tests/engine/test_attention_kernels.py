@@ -125,3 +125,18 @@ def test_check_compiled_attention_on_cpu():
     works, message = check_compiled_attention("cpu")
     assert works, message
     assert "cpu" in message
+
+
+def test_repeated_geometry_compiles_once():
+    geometry = KERNEL_GEOMETRIES["larger-than-window"]
+    query, key, value = _qkv(geometry)
+    kernels.window_attention(query, key, value, geometry, SCALE)
+    compiled_frames = dict(torch._dynamo.utils.counters["frames"])
+
+    for heads_seed in range(3):
+        generator = torch.Generator().manual_seed(heads_seed)
+        fresh = [torch.randn(query.shape, generator=generator) for _ in range(3)]
+        kernels.window_attention(*fresh, geometry, SCALE)
+
+    assert dict(torch._dynamo.utils.counters["frames"]) == compiled_frames
+    assert kernels.compiled_attention_failure() is None
