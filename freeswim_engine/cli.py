@@ -408,15 +408,23 @@ def _fail(args: argparse.Namespace, error: BaseException, message: str, status: 
 
 
 def _configure_logging(args: argparse.Namespace) -> Path:
-    """Send engine logs to the log file, and warnings (info with --verbose) to stderr."""
+    """Send engine logs to the log file, and warnings (everything from info up with --verbose) to stderr.
+
+    Without --verbose, error records stay in the file: an error that ends the command reaches the
+    user as the exception's one line, and the engine's own log line about it would repeat it.
+    """
     from freeswim_engine.logs import configure_logging
 
     log_path = configure_logging(logging.DEBUG if args.verbose else logging.INFO, log_file=args.log_file)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     handler.setFormatter(_StderrFormatter())
     handler.set_name("freeswim-stderr")
-    handler.addFilter(lambda record: not getattr(record, "file_only", False))
+    if args.verbose:
+        handler.setLevel(logging.INFO)
+        handler.addFilter(lambda record: not getattr(record, "file_only", False))
+    else:
+        handler.setLevel(logging.WARNING)
+        handler.addFilter(lambda record: record.levelno == logging.WARNING)
     logger_root = logging.getLogger("freeswim_engine")
     for old in [h for h in logger_root.handlers if h.get_name() == "freeswim-stderr"]:
         logger_root.removeHandler(old)

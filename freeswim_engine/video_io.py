@@ -407,6 +407,12 @@ def _replace(source: Path, destination: Path) -> None:
     existed = destination.exists()
     try:
         os.replace(source, destination)
+    except PermissionError as error:
+        # On Windows, replacing a file that a video player has open fails with a permission error.
+        raise ExportError(
+            f"Could not replace {destination}: {error.strerror}. Close any program that has it open, "
+            "check that the folder is writable, or choose another output name."
+        ) from None
     except OSError as error:
         raise _os_error_to_export_error(error, destination) from None
     if existed:

@@ -46,12 +46,18 @@ def test_top_level_help_lists_commands() -> None:
 
 
 def test_help_skips_torch() -> None:
-    completed = run_module("render", "--help")  # argparse exits before main() imports anything heavy
-    code = "import sys, freeswim_engine.cli; print('torch' in sys.modules, 'diffusers' in sys.modules)"
-    imports = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    code = """
+import sys
+from freeswim_engine import cli
+try:
+    cli.main(["render", "--help"])
+except SystemExit as exit:
+    print(exit.code, "torch" in sys.modules, "diffusers" in sys.modules, file=sys.stderr)
+"""
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True)
 
-    assert completed.returncode == 0
-    assert imports.stdout.split() == ["False", "False"]
+    assert "--width" in completed.stdout
+    assert completed.stderr.split() == ["0", "False", "False"]
 
 
 @pytest.mark.parametrize(
@@ -341,7 +347,7 @@ def test_render_cancel_exits_130(
 
     def progress_then_interrupt(self: progress.TerminalProgress, stage: object, step: int, total: int) -> None:
         show_progress(self, stage, step, total)
-        signal.raise_signal(signal.SIGINT)  # a first Ctrl+C asks the engine to stop after this step
+        signal.raise_signal(signal.SIGINT)  # a first Ctrl+C requests a stop after this step
 
     monkeypatch.setattr(progress.TerminalProgress, "on_progress", progress_then_interrupt)
     output = tmp_path / "cancelled.mp4"
@@ -383,3 +389,18 @@ def test_upscale_testsrc_to_1080p(tmp_path: Path, demo_cache: Path, capsys: pyte
     assert settings["mode"] == "upscale"
     assert settings["request"]["method"] == "freeswim-cached"
     assert "dropped the last 2 frames" in captured.err
+
+
+def test_unreadable_input_prints_one_line(tmp_path: Path, demo_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "broken.mp4"
+    source.write_bytes(b"not a video" * 100)
+
+    status = run_cli(tmp_path, "upscale", "--input", str(source), "--model", "demo", "--width", "224", "--height", "128",
+                     "--prompt", "x", "--output", str(tmp_path / "o.mp4"))
+    error = capsys.readouterr().err
+
+    assert status == 2
+    assert error.count("freeswim: error:") == 1
+    assert "broken.mp4" in error
+    assert "Traceback" not in error
+    assert "The upscale failed" in (tmp_path / "freeswim.log").read_text(encoding="utf-8")
