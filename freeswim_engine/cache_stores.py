@@ -256,9 +256,14 @@ class DiskCacheStore:
 
 
 def create_cache_store(
-    placement: CachePlacement | str, scratch_dir: Path | str | None = None
+    placement: CachePlacement | str | None, scratch_dir: Path | str | None = None
 ) -> CrossAttentionCacheStore:
-    """Create the store for ``placement``; the disk placement needs ``scratch_dir``."""
+    """Create the store for ``placement``; the disk placement needs ``scratch_dir``.
+
+    None, the placement of a plan whose method keeps no cache, gives a DeviceCacheStore.
+    """
+    if placement is None:
+        return DeviceCacheStore()
     try:
         placement = CachePlacement(placement)
     except ValueError:
@@ -275,7 +280,7 @@ def create_cache_store(
 
 @contextlib.contextmanager
 def open_cache_store(
-    placement: CachePlacement | str, scratch_dir: Path | str | None = None
+    placement: CachePlacement | str | None, scratch_dir: Path | str | None = None
 ) -> Iterator[CrossAttentionCacheStore]:
     """Create a store for one render and release it on exit, also when the render raises or is cancelled."""
     store = create_cache_store(placement, scratch_dir)

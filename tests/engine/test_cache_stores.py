@@ -232,6 +232,10 @@ def test_create_cache_store_accepts_value_text(tmp_path: Path) -> None:
     assert create_cache_store("pinned-host").placement is CachePlacement.PINNED_HOST
 
 
+def test_create_cache_store_without_placement() -> None:
+    assert isinstance(create_cache_store(None), DeviceCacheStore)
+
+
 def test_create_cache_store_rejects_unknown(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="device, pinned-host, disk"):
         create_cache_store("ssd", tmp_path)
