@@ -11,7 +11,10 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import threading
 from typing import Any
+
+from PySide6.QtCore import QObject, Signal
 
 from freeswim_engine.errors import FreeSwimError
 
@@ -19,8 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 def _models_module() -> Any:
-    """Return the engine module with list_models and resolve_model: api when present, else models."""
-    for name in ("freeswim_engine.api", "freeswim_engine.models"):
+    """Return the engine module with list_models and resolve_model.
+
+    ``freeswim_engine.models`` comes first because it does not import torch, which takes
+    seconds and would hold up the window; ``api`` re-exports the same functions.
+    """
+    for name in ("freeswim_engine.models", "freeswim_engine.api"):
         try:
             module = importlib.import_module(name)
         except ImportError as error:
@@ -79,6 +86,51 @@ def memory_plan_summary(request: Any, info: Any) -> str | None:
         return None
     explain = getattr(plan, "explain", None)
     return str(explain()) if callable(explain) else str(plan)
+
+
+class MemoryPlanWorker(QObject):
+    """Computes memory plans in a background thread, because the planner imports torch and reads the device.
+
+    Only the newest request is computed; `plan_ready` carries its generation number so that
+    the caller can drop answers to older requests. The text is empty when no planner exists.
+    """
+
+    plan_ready = Signal(int, str)  # generation, plan text
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._condition = threading.Condition()
+        self._pending: tuple[int, Any, Any] | None = None
+        self._is_stopped = False
+        self._thread = threading.Thread(target=self._run, name="memory-plan", daemon=True)
+        self._thread.start()
+
+    def request_plan(self, generation: int, request: Any, info: Any) -> None:
+        with self._condition:
+            self._pending = (generation, request, info)
+            self._condition.notify()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._is_stopped = True
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self._pending is None and not self._is_stopped:
+                    self._condition.wait()
+                if self._is_stopped:
+                    return
+                pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            generation, request, info = pending
+            text = memory_plan_summary(request, info) or ""
+            try:
+                self.plan_ready.emit(generation, text)
+            except RuntimeError:
+                return  # the editor that owned this worker was deleted
 
 
 @functools.lru_cache(maxsize=4)

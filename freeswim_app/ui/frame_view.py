@@ -57,6 +57,8 @@ class ZoomableView(QGraphicsView):
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         self._zoom = 1.0
         self._is_fit = True
+        # Qt replaces a null scene rect with the items' bounding rect, so the last rect set here is kept apart.
+        self._content_rect = QRectF()
         self.horizontalScrollBar().valueChanged.connect(self.viewport_scrolled)
         self.verticalScrollBar().valueChanged.connect(self.viewport_scrolled)
 
@@ -82,6 +84,7 @@ class ZoomableView(QGraphicsView):
 
     def set_content_rect(self, rect: QRectF) -> None:
         """Set the scene area that fit-to-window shows, in scene units."""
+        self._content_rect = QRectF(rect)
         self.setSceneRect(rect)
         if self._is_fit:
             self._apply_fit()
@@ -166,7 +169,7 @@ class FrameView(ZoomableView):
         else:
             self._update_transformation_mode(self._zoom < 1.0)
         rect = self._item.mapRectToScene(self._item.boundingRect())
-        if rect != self.sceneRect():
+        if rect != self._content_rect:
             self.set_content_rect(rect)
 
     def current_image(self) -> FrameImage | None:
@@ -238,8 +241,11 @@ class SplitFrameView(ZoomableView):
         else:
             self._item_a.setPixmap(QPixmap())
         self._images = (image_a, image_b)
-        rect = self._item_b.boundingRect() if frame_b is not None else self._item_a.mapRectToScene(self._item_a.boundingRect())
-        if rect != self.sceneRect():
+        if frame_b is not None:
+            rect = self._item_b.boundingRect()
+        else:
+            rect = self._item_a.mapRectToScene(self._item_a.boundingRect())
+        if rect != self._content_rect:
             self.set_content_rect(rect)
         self._layout_split()
 

@@ -6,7 +6,7 @@ import copy
 import logging
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -41,6 +41,7 @@ CUSTOM_RESOLUTION = "custom"
 BROWSE_MODEL = "__browse__"
 MAX_SIZE = 8192
 SIZE_FIELDS = ("width", "height", "base_width", "base_height")
+PLAN_DELAY_MS = 300
 
 # Request fields that have their own row in the form; errors on any other field go to the general message.
 FORM_FIELDS = (
@@ -114,35 +115,51 @@ class JobEditor(QWidget):
         self._is_valid = False
         self._loading = False
         self._messages: dict[str, FieldMessage] = {}
+        self._plan_generation = 0
+        self._pending_plan: tuple[RenderRequest, Any] | None = None
+        self._plan_timer = QTimer(self)
+        self._plan_timer.setSingleShot(True)
+        self._plan_timer.setInterval(PLAN_DELAY_MS)
+        self._plan_timer.timeout.connect(self._request_plan)
+        self._planner = engine_info.MemoryPlanWorker(self)
+        self._planner.plan_ready.connect(self._on_plan_ready)
+        self.destroyed.connect(self._planner.stop)
         self._build_form()
         self._build_buttons()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(self._form_widget)
         layout.addWidget(scroll, 1)
         layout.addWidget(self._button_bar)
         self._connect_fields()
+        self._fit_combo_boxes()
+        self._update_mode()
         self.set_request(defaults or {})
 
     # -- building --------------------------------------------------------------
 
     def _build_form(self) -> None:
         self._form_widget = QWidget()
-        self._form = QFormLayout(self._form_widget)
+        column = QVBoxLayout(self._form_widget)
+        self._form = QFormLayout()
+        column.addLayout(self._form)
+        column.addStretch(1)  # extra height goes below the form, not into the text boxes
         self._form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self._build_prompts()
         self._build_model()
         self._build_size()
         self._build_sampling()
         self._build_attention()
-        self.memory_label = QLabel()
-        self.memory_label.setWordWrap(True)
-        self.memory_label.setObjectName("memoryPlan")
-        self.memory_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._form.addRow(self.tr("Memory"), self.memory_label)
+        # A plan that does not fit lists alternatives over many lines, so the text scrolls.
+        self.memory_view = QPlainTextEdit()
+        self.memory_view.setReadOnly(True)
+        self.memory_view.setObjectName("memoryPlan")
+        self.memory_view.setMaximumHeight(110)
+        self._form.addRow(self.tr("Memory"), self.memory_view)
 
     def _add_row(self, field: str, caption: str, widget: QWidget) -> None:
         self._form.addRow(caption, widget)
@@ -155,8 +172,10 @@ class JobEditor(QWidget):
         self.prompt_edit.setPlaceholderText(self.tr("Describe the video, for example: a red fox running through fresh snow at dawn"))
         self.prompt_edit.setTabChangesFocus(True)
         self.prompt_edit.setMinimumHeight(70)
+        self.prompt_edit.setMaximumHeight(130)
         self.prompt_tokens_label = QLabel()
         self.prompt_tokens_label.setObjectName("tokenCount")
+        self.prompt_tokens_label.setWordWrap(True)
         self._add_row("prompt", self.tr("Prompt"), self._with_note(self.prompt_edit, self.prompt_tokens_label))
 
         self.negative_prompt_edit = QPlainTextEdit()
@@ -164,6 +183,7 @@ class JobEditor(QWidget):
         self.negative_prompt_edit.setMaximumHeight(70)
         self.negative_tokens_label = QLabel()
         self.negative_tokens_label.setObjectName("tokenCount")
+        self.negative_tokens_label.setWordWrap(True)
         self._add_row(
             "negative_prompt",
             self.tr("Negative prompt"),
@@ -285,6 +305,12 @@ class JobEditor(QWidget):
         row.addWidget(self.cancel_edit_button)
         row.addWidget(self.add_button)
         column.addLayout(row)
+
+    def _fit_combo_boxes(self) -> None:
+        # Long model and method names would otherwise set the dock's minimum width.
+        for box in (self.model_box, self.resolution_box, self.method_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(14)
 
     def _spin_box(self, minimum: int, maximum: int, step: int, special: str = "", suffix: str = "") -> QSpinBox:
         spin = QSpinBox()
@@ -594,10 +620,30 @@ class JobEditor(QWidget):
             label.style().polish(label)
 
     def _update_memory_plan(self, request: RenderRequest | None, model_info: Any) -> None:
+        self._plan_generation += 1
         if request is None:
-            self.memory_label.setText(self.tr("Fix the request to see the memory plan."))
+            self._plan_timer.stop()
+            self.memory_view.setPlainText(self.tr("Fix the request to see the memory plan."))
             return
-        self.memory_label.setText(engine_info.memory_plan_summary(request, model_info) or self.tr("memory plan not available"))
+        self._pending_plan = (request, model_info)
+        self.memory_view.setPlainText(self.tr("Computing the memory plan..."))
+        self._plan_timer.start()  # waits for typing to pause, so a burst of changes plans once
+
+    def _request_plan(self) -> None:
+        if self._pending_plan is not None:
+            request, model_info = self._pending_plan
+            self._planner.request_plan(self._plan_generation, request, model_info)
+
+    def _on_plan_ready(self, generation: int, text: str) -> None:
+        if generation == self._plan_generation:
+            self.memory_view.setPlainText(text or self.tr("memory plan not available"))
+
+    def is_memory_plan_ready(self) -> bool:
+        return not self._plan_timer.isActive() and self.memory_view.toPlainText() != self.tr("Computing the memory plan...")
+
+    def shutdown(self) -> None:
+        """Stop the memory plan thread."""
+        self._planner.stop()
 
 
 def _preset_of(model: str, model_info: Any) -> ModelPreset | None:

@@ -262,6 +262,7 @@ class MainWindow(QMainWindow):
 
     def _use_job_as_template(self, job_id: str) -> None:
         job = self.state.queue.job(job_id)
+        # The user's own request, not the resolved one, so a random seed stays random in the new job.
         self.editor.use_as_template(dict(job.request), job.result.seed)
         self.editor_dock.raise_()
 
@@ -397,8 +398,11 @@ class MainWindow(QMainWindow):
             self.message_bar.show_message(self.tr("Select a finished job to export."), severity="info")
             return
         output = Path(job.result.output_path or "")
-        fps = float(job.request.get("fps") or 16)
-        dialog = ExportDialog(output, fps, fallback_metadata=dict(job.request), num_frames=job.request.get("num_frames"), parent=self)
+        request = resolved_request(job)
+        fps = float(request.get("fps") or 16)
+        dialog = ExportDialog(
+            output, fps, fallback_metadata=dict(request), num_frames=request.get("num_frames"), parent=self
+        )
         dialog.exported.connect(lambda path: self.statusBar().showMessage(self.tr("Exported {path}").format(path=path), 8000))
         dialog.open()
 
@@ -471,8 +475,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(self.tr("Stopping the render..."))
         self._save_layout()
         self.player.shutdown()
+        self.editor.shutdown()
         stopped = self.state.shutdown(SHUTDOWN_TIMEOUT_S)
         if not stopped:
             logger.warning("The engine thread did not stop within %.0f s; quitting anyway", SHUTDOWN_TIMEOUT_S)
         self.log_panel.detach()
         event.accept()
+
+
+def resolved_request(job: Job) -> dict[str, Any]:
+    """Return the engine's resolved request of a finished job (seed, frames and fps filled in), else the job's own."""
+    resolved = getattr(job.result, "resolved_request", None)
+    return dict(resolved) if isinstance(resolved, dict) else dict(job.request)

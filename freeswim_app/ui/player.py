@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QKeySequence, QPainter, QPalette, QPixmap, QPolygonF, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QSlider,
     QStackedWidget,
-    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -70,12 +69,12 @@ class PlayerWidget(QWidget):
         self.frame_view.zoom_changed.connect(self._on_zoom_changed)
         self.ab_view.zoom_changed.connect(self._on_zoom_changed)
 
-    def _tool_button(self, text: str, tooltip: str, icon: QStyle.StandardPixmap | None = None) -> QToolButton:
+    def _tool_button(self, text: str, tooltip: str, icon: str | None = None) -> QToolButton:
         button = QToolButton()
         button.setText(text)
         button.setToolTip(tooltip)
         if icon is not None:
-            button.setIcon(self.style().standardIcon(icon))
+            button.setIcon(media_icon(icon, self.palette().color(QPalette.ColorRole.ButtonText)))
         button.setAutoRaise(True)
         return button
 
@@ -84,14 +83,9 @@ class PlayerWidget(QWidget):
         self._controls.setObjectName("playerControls")
         row = QHBoxLayout(self._controls)
         row.setContentsMargins(4, 2, 4, 2)
-        pixmap = QStyle.StandardPixmap
-        self.play_button = self._tool_button(self.tr("Play"), self.tr("Play or pause (Space)"), pixmap.SP_MediaPlay)
-        self.back_button = self._tool_button(
-            self.tr("Back"), self.tr("One frame back (Left)"), pixmap.SP_MediaSkipBackward
-        )
-        self.forward_button = self._tool_button(
-            self.tr("Forward"), self.tr("One frame forward (Right)"), pixmap.SP_MediaSkipForward
-        )
+        self.play_button = self._tool_button(self.tr("Play"), self.tr("Play or pause (Space)"), "play")
+        self.back_button = self._tool_button(self.tr("Back"), self.tr("One frame back (Left)"), "back")
+        self.forward_button = self._tool_button(self.tr("Forward"), self.tr("One frame forward (Right)"), "forward")
         self.loop_box = QCheckBox(self.tr("Loop"))
         self.loop_box.setChecked(True)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -110,7 +104,8 @@ class PlayerWidget(QWidget):
         self.zoom_out_button = self._tool_button(self.tr("-"), self.tr("Zoom out (-)"))
         self.zoom_in_button = self._tool_button(self.tr("+"), self.tr("Zoom in (+)"))
         self.zoom_label = QLabel()
-        self.zoom_label.setMinimumWidth(48)
+        self.zoom_label.setMinimumWidth(80)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         self.play_button.clicked.connect(self.toggle_playback)
         self.back_button.clicked.connect(self.step_back)
@@ -127,9 +122,9 @@ class PlayerWidget(QWidget):
         row.addWidget(self.slider, 1)
         row.addWidget(self.frame_label)
         row.addWidget(self.view_box)
+        row.addWidget(self.zoom_label)
         for widget in (self.fit_button, self.actual_size_button, self.zoom_out_button, self.zoom_in_button):
             row.addWidget(widget)
-        row.addWidget(self.zoom_label)
 
     def _build_shortcuts(self) -> None:
         context = Qt.ShortcutContext.WidgetWithChildrenShortcut
@@ -335,15 +330,15 @@ class PlayerWidget(QWidget):
         self._zoom_target().zoom_out()
 
     def _on_zoom_changed(self, zoom: float) -> None:
-        self.zoom_label.setText(self.tr("{percent}%").format(percent=round(zoom * 100)))
+        self.zoom_label.setText(self.tr("Zoom {percent}%").format(percent=round(zoom * 100)))
         self.zoom_changed.emit(zoom)
 
     # -- state -----------------------------------------------------------------
 
     def _update_play_button(self) -> None:
         playing = self.is_playing()
-        icon = QStyle.StandardPixmap.SP_MediaPause if playing else QStyle.StandardPixmap.SP_MediaPlay
-        self.play_button.setIcon(self.style().standardIcon(icon))
+        color = self.palette().color(QPalette.ColorRole.ButtonText)
+        self.play_button.setIcon(media_icon("pause" if playing else "play", color))
         self.play_button.setText(self.tr("Pause") if playing else self.tr("Play"))
 
     def _update_controls(self) -> None:
@@ -371,3 +366,27 @@ class PlayerWidget(QWidget):
         for source in (self._source, self._compare_source):
             if source is not None:
                 source.close()
+
+
+def media_icon(kind: str, color: QColor, size: int = 32) -> QIcon:
+    """Draw a play, pause, back or forward icon in `color`, so it stays visible on light and dark palettes."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(color)
+    s = float(size)
+    if kind == "play":
+        painter.drawPolygon(QPolygonF([QPointF(0.25 * s, 0.15 * s), QPointF(0.85 * s, 0.5 * s), QPointF(0.25 * s, 0.85 * s)]))
+    elif kind == "pause":
+        painter.drawRect(QRectF(0.22 * s, 0.15 * s, 0.2 * s, 0.7 * s))
+        painter.drawRect(QRectF(0.58 * s, 0.15 * s, 0.2 * s, 0.7 * s))
+    elif kind == "back":
+        painter.drawRect(QRectF(0.15 * s, 0.18 * s, 0.12 * s, 0.64 * s))
+        painter.drawPolygon(QPolygonF([QPointF(0.85 * s, 0.18 * s), QPointF(0.3 * s, 0.5 * s), QPointF(0.85 * s, 0.82 * s)]))
+    elif kind == "forward":
+        painter.drawPolygon(QPolygonF([QPointF(0.15 * s, 0.18 * s), QPointF(0.7 * s, 0.5 * s), QPointF(0.15 * s, 0.82 * s)]))
+        painter.drawRect(QRectF(0.73 * s, 0.18 * s, 0.12 * s, 0.64 * s))
+    painter.end()
+    return QIcon(pixmap)

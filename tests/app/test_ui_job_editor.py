@@ -155,8 +155,16 @@ def test_editor_cache_interval_only_for_cached_method(qtbot) -> None:
 
 def test_editor_memory_plan_or_unavailable(qtbot) -> None:
     editor = make_editor(qtbot)
-    text = editor.memory_label.text()
+    qtbot.waitUntil(editor.is_memory_plan_ready, timeout=60000)
+    text = editor.memory_view.toPlainText()
     assert text, "the memory row is never empty"
+    assert "wan2.1-t2v-1.3b" in text or text == "memory plan not available"
+
+
+def test_editor_memory_plan_waits_for_valid_request(qtbot) -> None:
+    editor = make_editor(qtbot)
+    editor.height_spin.setValue(1080)
+    assert editor.memory_view.toPlainText() == "Fix the request to see the memory plan."
 
 
 @pytest.mark.parametrize("model", ["demo", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])

@@ -149,7 +149,7 @@ def test_player_zoom_fit_and_steps(qtbot) -> None:
     assert player.zoom() < 1.0
     player.set_zoom(1.0)
     assert player.zoom() == 1.0
-    assert player.zoom_label.text() == "100%"
+    assert player.zoom_label.text() == "Zoom 100%"
     player.zoom_in()
     assert player.zoom() > 1.0
     player.set_zoom(1.0)

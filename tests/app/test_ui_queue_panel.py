@@ -169,7 +169,7 @@ def test_panel_upscale_finished_render(qtbot, queue: JobQueue, tmp_path: Path) -
     base = tmp_path / "base.mp4"
     base.write_bytes(b"not read by this test")
     queue.mark_running(job.id, time.time())
-    queue.mark_done(job.id, JobResult(output_path=tmp_path / "out.mp4", base_video_path=base, seed=42), None, time.time())
+    queue.mark_done(job.id, JobResult(output_path=tmp_path / "out.mp4", base_video_path=base, seed=42), time.time())
     panel = make_panel(qtbot, queue)
     panel.select_job(job.id)
     assert panel.upscale_button.isEnabled()
@@ -192,7 +192,7 @@ def test_panel_shows_thumbnail_of_done_job(qtbot, queue: JobQueue, tmp_path: Pat
     image.fill(Qt.GlobalColor.red)
     image.save(str(thumbnail))
     queue.mark_running(job.id, time.time())
-    queue.mark_done(job.id, JobResult(output_path=tmp_path / "out.mp4", seconds=3.0), None, time.time())
+    queue.mark_done(job.id, JobResult(output_path=tmp_path / "out.mp4", seconds=3.0), time.time())
     panel = make_panel(qtbot, queue)
     queue.set_thumbnail(job.id, thumbnail)
     icon = panel.model.index(0, JobColumn.THUMBNAIL).data(Qt.ItemDataRole.DecorationRole)
