@@ -79,6 +79,9 @@ class JobResult:
     seconds: float | None = None  # wall time of the render
     warnings: list[str] = dataclasses.field(default_factory=list)
     plan_summary: str | None = None  # memory plan in words, when the engine made one
+    # The engine's request with every default filled in (seed, frames, steps); the job's own
+    # request keeps what the user entered, so a duplicate of a random-seed job gets a new seed.
+    resolved_request: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -159,6 +162,7 @@ class Job:
                 "seconds": result.seconds,
                 "warnings": list(result.warnings),
                 "plan_summary": result.plan_summary,
+                "resolved_request": jsonable(result.resolved_request),
             },
         }
 
@@ -197,6 +201,7 @@ class Job:
             seconds=_number_field(result_data, "seconds", None),
             warnings=[str(w) for w in _field(result_data, "warnings", list, [])],
             plan_summary=_field(result_data, "plan_summary", str, None),
+            resolved_request=_field(result_data, "resolved_request", dict, None),
         )
         return job
 

@@ -40,7 +40,7 @@ EXIT_USAGE = 2
 
 
 class AppState(QObject):
-    """What the window shows and edits: the open project, its queue and table model, the runner and settings.
+    """State of the window: the open project, its queue and table model, the render runner and the settings.
 
     ``project``, ``queue``, ``model`` and ``runner`` are replaced together by
     ``open_project``; widgets reconnect to the new ones on ``project_changed``.
@@ -75,8 +75,8 @@ class AppState(QObject):
     def open_project(self, folder: Path, *, create: bool = False) -> None:
         """Switch to the project in ``folder`` (``create=True`` makes a new one there).
 
-        Raises JobStateError while a job renders, and ProjectError (or its
-        subclass ProjectCorruptError) when the folder cannot be opened; the
+        Raises JobStateError while a job renders. Raises ProjectError, or its
+        subclass ProjectCorruptError, when the folder cannot be opened. The
         current project stays open in both cases.
         """
         if self.is_busy:
@@ -212,7 +212,7 @@ def _main_window(args: argparse.Namespace, log_file: Path, engine_loader: Engine
     try:
         code = app.exec()
     finally:
-        # The window asks before closing during a render; this stops whatever still runs.
+        # The window confirms a close during a render; this stops whatever still runs.
         state.shutdown()
     logger.info("%s exited with code %d", APP_DISPLAY_NAME, code)
     return code

@@ -1,7 +1,7 @@
 """The render queue: ``JobQueue`` owns the jobs of a project, ``JobTableModel`` shows them in a view.
 
-``JobQueue`` is the only place that changes jobs. Every user operation saves
-the project at once; a failed save keeps the change in memory and emits
+``JobQueue`` is the only place that changes jobs. Every operation saves the
+project at once. A failed save keeps the change in memory and emits
 ``save_failed`` with the message, so the window can show it without losing the
 queue. ``JobQueue`` lives on the GUI thread; the render runner in
 ``freeswim_app.worker`` calls its ``mark_*`` methods when the worker reports.
@@ -132,9 +132,14 @@ class JobQueue(QObject):
         return job
 
     def duplicate(self, job_id: str) -> Job:
-        """Queue a copy of a job's request right after it, in any state of the original."""
+        """Queue a copy of a job's request right after it, in any state of the original.
+
+        The copy gets no ``output_path``, so it writes a new MP4 instead of replacing the original's.
+        """
         source = self.job(job_id)
-        job = Job(request=copy.deepcopy(source.request), kind=source.kind, source_job_id=source.source_job_id)
+        request = copy.deepcopy(source.request)
+        request["output_path"] = None
+        job = Job(request=request, kind=source.kind, source_job_id=source.source_job_id)
         self._insert(job, self.row_of(job_id) + 1)
         return job
 
@@ -304,15 +309,13 @@ class JobQueue(QObject):
         job.progress = progress
         self.progress_changed.emit(job_id)
 
-    def mark_done(self, job_id: str, result: JobResult, request: dict[str, Any] | None, finished_at: float) -> None:
-        """Record a finished render; ``request`` is the engine's resolved request, kept for the seed and sizes."""
+    def mark_done(self, job_id: str, result: JobResult, finished_at: float, thumbnail_path: Path | None = None) -> None:
         job = self.job(job_id)
         job.state = JobState.DONE
         job.result = result
+        job.thumbnail_path = thumbnail_path
         job.finished_at = finished_at
         job.error = None
-        if request is not None:
-            job.request = request
         self._cancel_pending.discard(job_id)
         self._save()
         self.job_changed.emit(job_id)

@@ -70,7 +70,6 @@ class PreviewMessage(NamedTuple):
 class FinishedMessage(NamedTuple):
     job_id: str
     result: JobResult
-    request: dict[str, Any]  # the engine's resolved request: seed, sizes and steps filled in
     thumbnail_path: str | None
     finished_at: float
 
@@ -118,7 +117,7 @@ class EngineWorker(QObject):
 
     @Slot(object)
     def run_task(self, task: RenderTask) -> None:
-        """Render one task and emit ``job_finished`` or ``job_stopped``; never raises."""
+        """Render one task and emit ``job_finished`` or ``job_stopped``; any Exception becomes a failed job."""
         self.job_started.emit(task.job_id)
         try:
             message: FinishedMessage | StoppedMessage = self._render(task)
@@ -174,8 +173,9 @@ class EngineWorker(QObject):
             seconds=result.seconds,
             warnings=list(result.warnings),
             plan_summary=result.plan_summary,
+            resolved_request=resolved,
         )
-        return FinishedMessage(task.job_id, job_result, resolved, str(thumbnail) if thumbnail else None, time.time())
+        return FinishedMessage(task.job_id, job_result, str(thumbnail) if thumbnail else None, time.time())
 
     def _callbacks(self, api: ModuleType, task: RenderTask) -> Any:
         clock = _StageClock()
@@ -355,8 +355,8 @@ class RenderRunner(QObject):
             logger.info("Shutting down: interrupting job %s", job_id)
             self._worker.request_stop(job_id, JobState.INTERRUPTED)
         self._thread.quit()
-        # NOTE: the engine checks for cancellation at every denoising step; loading a model or
-        # encoding a video is not interrupted, so this can block for as long as that takes.
+        # NOTE: the engine checks for cancellation at every denoising step only. Loading a model
+        # or encoding a video is not interrupted, so this can block for as long as that takes.
         finished = self._thread.wait() if timeout_s is None else self._thread.wait(int(timeout_s * 1000))
         if not finished:
             logger.warning("The engine thread did not stop within %.1f s", timeout_s)
@@ -420,9 +420,8 @@ class RenderRunner(QObject):
         if message.job_id != self._current_job_id:
             return
         self._current_job_id = None
-        self._queue.mark_done(message.job_id, message.result, message.request, message.finished_at)
-        if message.thumbnail_path:
-            self._queue.set_thumbnail(message.job_id, Path(message.thumbnail_path))
+        thumbnail = Path(message.thumbnail_path) if message.thumbnail_path else None
+        self._queue.mark_done(message.job_id, message.result, message.finished_at, thumbnail)
         self.job_finished.emit(message.job_id)
         self._schedule_dispatch()
 

@@ -14,6 +14,7 @@ from PySide6.QtCore import QTimer
 from pytestqt.qtbot import QtBot
 
 from freeswim_app import __version__
+from freeswim_app.demo_project import demo_request
 from freeswim_app.headless import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, run_headless
 from freeswim_app.jobs import Job, JobState
 from freeswim_app.main import main
@@ -149,17 +150,20 @@ def test_cli_self_test(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_headless_demo(tmp_path: Path) -> None:
+def test_cli_headless_project(tmp_path: Path) -> None:
     pytest.importorskip("freeswim_engine.api")
-    folder = tmp_path / "demo"
+    project = Project.create(tmp_path / "cli")
+    JobQueue(project).add(demo_request("a kite over a beach", scale=1))
 
-    completed = run_cli(["--headless", "--demo", "--project", str(folder)], tmp_path)
+    completed = run_cli(["--headless", "--project", str(project.folder)], tmp_path)
 
     assert completed.returncode == 0, completed.stderr
     paths = [Path(line) for line in completed.stdout.splitlines()]
-    assert len(paths) == 3
-    assert all(path.is_file() and path.parent == folder.resolve() / "outputs" for path in paths)
-    assert all(job.state is JobState.DONE for job in Project.open(folder).jobs)
+    assert len(paths) == 1
+    assert paths[0].is_file()
+    assert paths[0].parent == project.outputs_dir
+    assert Project.open(project.folder).jobs[0].state is JobState.DONE
+    assert "Fatal Python error" not in completed.stderr
 
 
 def test_window_closed_during_render(qtbot: QtBot, qtlog, project: Project, gated_engine: ScriptedEngine) -> None:

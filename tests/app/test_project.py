@@ -60,6 +60,7 @@ def test_project_round_trip(project: Project) -> None:
         peak_memory_bytes=123,
         seconds=4.5,
         warnings=["prompt truncated"],
+        resolved_request={"prompt": "a fox", "num_frames": 5, "seed": 7},
     )
     job.thumbnail_path = project.job_dir(job.id) / "thumbnail.png"
     upscale = Job(request={"prompt": "a fox", "input_video": "/videos/in.mp4"}, kind=JobKind.UPSCALE)
@@ -74,6 +75,7 @@ def test_project_round_trip(project: Project) -> None:
     assert loaded.settings.default_request == {"model": "demo"}
     assert [j.to_dict() for j in loaded.jobs] == [j.to_dict() for j in project.jobs]
     assert loaded.jobs[0].result.output_path == project.outputs_dir / "fox.mp4"
+    assert loaded.jobs[0].result.resolved_request == {"prompt": "a fox", "num_frames": 5, "seed": 7}
     assert loaded.jobs[1].kind is JobKind.UPSCALE
     assert loaded.jobs[1].source_job_id == job.id
 
@@ -335,6 +337,16 @@ def test_queue_operations_save_each_change(qtbot: QtBot, project: Project) -> No
 
     on_disk = [job["request"]["prompt"] for job in read_project_file(project)["jobs"]]
     assert on_disk == ["b2", "a"]
+
+
+def test_duplicate_writes_new_output(project: Project) -> None:
+    queue = JobQueue(project)
+    job = queue.add({"prompt": "a", "output_path": str(project.outputs_dir / "a.mp4")})
+
+    copy = queue.duplicate(job.id)
+
+    assert copy.request["output_path"] is None
+    assert job.request["output_path"] == str(project.outputs_dir / "a.mp4")
 
 
 def test_edit_rejects_finished_job(project: Project) -> None:

@@ -286,7 +286,7 @@ def test_demo_job_renders_mp4(qtbot: QtBot, queue: JobQueue) -> None:
     from freeswim_engine.video_io import probe_mp4
 
     runner = RenderRunner(queue)
-    job = queue.add(demo_request("a lighthouse in a storm", scale=2))
+    job = queue.add(demo_request("a lighthouse in a storm", scale=1))  # the base size keeps the VAE cheap
     try:
         with qtbot.waitSignal(runner.queue_drained, timeout=600_000):
             queue.start()
@@ -298,10 +298,12 @@ def test_demo_job_renders_mp4(qtbot: QtBot, queue: JobQueue) -> None:
     assert done.result.output_path is not None
     assert done.result.output_path.parent == queue.project.outputs_dir
     info = probe_mp4(done.result.output_path)
-    assert (info.width, info.height) == (448, 256)
+    assert (info.width, info.height) == (224, 128)
     assert done.result.sidecar_path is not None and done.result.sidecar_path.is_file()
     assert done.thumbnail_path is not None and done.thumbnail_path.is_file()
-    assert done.request["num_frames"] is not None  # the resolved request replaced the original
+    assert done.result.resolved_request is not None
+    assert done.result.resolved_request["num_frames"] == 5
+    assert done.request.get("num_frames") is None  # the job keeps the request as entered
 
 
 @pytest.mark.slow
@@ -310,7 +312,8 @@ def test_demo_bad_model_folder_fails(qtbot: QtBot, queue: JobQueue, tmp_path: Pa
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     runner = RenderRunner(queue)
-    bad = queue.add(demo_request("bad model", scale=2, model=str(empty)))
+    bad = queue.add(demo_request("bad model", scale=1, model=str(empty)))
+    good = queue.add(demo_request("good model", scale=1))
     try:
         with qtbot.waitSignal(runner.queue_drained, timeout=600_000):
             queue.start()
@@ -320,3 +323,4 @@ def test_demo_bad_model_folder_fails(qtbot: QtBot, queue: JobQueue, tmp_path: Pa
     failed = queue.job(bad.id)
     assert failed.state is JobState.FAILED
     assert str(empty) in (failed.error or "")
+    assert queue.job(good.id).state is JobState.DONE, queue.job(good.id).error
