@@ -1,4 +1,4 @@
-"""What the widgets read from the engine: installed models, model figures, memory plans and versions.
+"""Engine information for the widgets: installed models, model figures, memory plans and versions.
 
 The engine's model listing and memory planning are optional here: when a module or
 function is missing the widgets show that the information is not available instead
@@ -92,7 +92,7 @@ class MemoryPlanWorker(QObject):
     """Computes memory plans in a background thread, because the planner imports torch and reads the device.
 
     Only the newest request is computed; `plan_ready` carries its generation number so that
-    the caller can drop answers to older requests. The text is empty when no planner exists.
+    the caller can drop results of older requests. The text is empty when no planner exists.
     """
 
     plan_ready = Signal(int, str)  # generation, plan text
@@ -175,7 +175,7 @@ def _module_version(name: str) -> str:
 
 
 def device_description() -> str:
-    """Describe the compute device torch sees, for example ``NVIDIA H100 (80.0 GiB, CUDA 12.8)``."""
+    """Describe the compute device torch reports, for example ``NVIDIA H100 (80.0 GiB, CUDA 12.8)``."""
     try:
         import torch
     except ImportError:

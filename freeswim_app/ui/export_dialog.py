@@ -187,6 +187,7 @@ class ExportDialog(QDialog):
         self.fps_spin.setValue(max(1, round(fps)))
         self.fps_spin.setSuffix(self.tr(" fps"))
         form.addRow(self.tr("Frame rate"), self.fps_spin)
+
         self.destination_edit = QLineEdit(str(self.source.with_name(self.source.stem + "-export.mp4")))
         browse = QPushButton(self.tr("Browse..."))
         browse.clicked.connect(self._browse)
@@ -196,6 +197,7 @@ class ExportDialog(QDialog):
         row.addWidget(self.destination_edit, 1)
         row.addWidget(browse)
         form.addRow(self.tr("Destination"), destination_row)
+
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, self._num_frames or 0)
         self.progress_bar.hide()

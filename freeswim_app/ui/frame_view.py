@@ -34,6 +34,8 @@ def frame_pixmap(frame: np.ndarray, device_pixel_ratio: float) -> tuple[QPixmap,
     The FrameImage is returned too because it keeps the numpy array alive for as long as
     the caller keeps it.
     """
+    # NOTE: the tests run at device pixel ratio 1; ratio 2 relies on Qt drawing a pixmap of
+    # that ratio at one pixel per device pixel and has not been checked on a high-DPI screen.
     image = FrameImage(frame)
     pixmap = QPixmap.fromImage(image.image)
     pixmap.setDevicePixelRatio(device_pixel_ratio)
@@ -43,7 +45,7 @@ def frame_pixmap(frame: np.ndarray, device_pixel_ratio: float) -> tuple[QPixmap,
 class ZoomableView(QGraphicsView):
     """A graphics view with fit-to-window, fixed zoom levels and hand-drag panning."""
 
-    zoom_changed = Signal(float)  # zoom factor in frame pixels per device pixel
+    zoom_changed = Signal(float)  # device pixels per frame pixel; 1.0 is 100%
     viewport_scrolled = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:

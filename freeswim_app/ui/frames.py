@@ -1,8 +1,9 @@
 """Frame sources for the player: in-memory arrays and lazily decoded MP4 files.
 
 A frame is a numpy uint8 array of shape (height, width, 3) in RGB order. Sources
-cache frames and announce with ``frame_ready`` when a requested frame arrives, so
-the player never waits on ffmpeg in the GUI thread.
+cache frames and emit ``frame_ready`` when a requested frame arrives, so decoding
+never blocks the GUI thread. Only the short probe of a file's size, frame rate and
+frame count runs there, when the file is opened.
 """
 
 from __future__ import annotations

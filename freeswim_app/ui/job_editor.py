@@ -115,6 +115,7 @@ class JobEditor(QWidget):
         self._is_valid = False
         self._loading = False
         self._messages: dict[str, FieldMessage] = {}
+
         self._plan_generation = 0
         self._pending_plan: tuple[RenderRequest, Any] | None = None
         self._plan_timer = QTimer(self)
@@ -124,6 +125,7 @@ class JobEditor(QWidget):
         self._planner = engine_info.MemoryPlanWorker(self)
         self._planner.plan_ready.connect(self._on_plan_ready)
         self.destroyed.connect(self._planner.stop)
+
         self._build_form()
         self._build_buttons()
         layout = QVBoxLayout(self)
@@ -135,6 +137,7 @@ class JobEditor(QWidget):
         scroll.setWidget(self._form_widget)
         layout.addWidget(scroll, 1)
         layout.addWidget(self._button_bar)
+
         self._connect_fields()
         self._fit_combo_boxes()
         self._update_mode()
@@ -526,24 +529,24 @@ class JobEditor(QWidget):
         model_info = engine_info.model_info(request_dict["model"])
         self._update_token_counts(request_dict, model_info)
         warnings: list[str] = []
-        error: InvalidRequestError | None = None
         request: RenderRequest | None = None
         try:
             request = RenderRequest.from_dict(request_dict)
             warnings = request.validate(model_info)
-        except InvalidRequestError as raised:
-            error = raised
-            self._show_error(raised, request_dict, model_info)
-        except (TypeError, FreeSwimError) as raised:
-            self.general_message.show_error(str(raised))
-            error = InvalidRequestError("request", "", str(raised), "")
+        except InvalidRequestError as error:
+            request = None
+            self._show_error(error, request_dict, model_info)
+        except (TypeError, FreeSwimError) as error:
+            request = None
+            self.general_message.show_error(str(error))
+
         has_prompt = bool(request_dict["prompt"].strip())
-        if error is None and not has_prompt:
+        if request is not None and not has_prompt:
             self.general_message.show_error(self.tr("Write a prompt to add the job."))
-        self._set_valid(error is None and has_prompt)
+        self._set_valid(request is not None and has_prompt)
         self.warnings_label.setText("\n".join(warnings))
         self.warnings_label.setVisible(bool(warnings))
-        self._update_memory_plan(request if error is None else None, model_info)
+        self._update_memory_plan(request, model_info)
 
     def _set_valid(self, valid: bool) -> None:
         self.add_button.setEnabled(valid)

@@ -1,7 +1,7 @@
 """Log panel: shows the app's and the engine's log records as they happen.
 
-Records can come from any thread (the engine logs on the worker thread), so the
-handler only emits a Qt signal; the text view is changed in the GUI thread.
+Records can come from any thread, because the engine logs on the worker thread.
+The handler therefore only emits a Qt signal, and the text view changes in the GUI thread.
 """
 
 from __future__ import annotations

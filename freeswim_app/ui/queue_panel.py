@@ -117,6 +117,7 @@ class QueuePanel(QWidget):
             self.tr("Remove"), self.tr("Remove the job from the queue; rendered videos are kept"), self.remove_selected,
             pixmap.SP_TrashIcon,
         )
+
         self.upscale_menu = QMenu(self.tr("Upscale this"), self)
         self.upscale_actions: list[QAction] = []
         for name, width, height in UPSCALE_TARGETS:
@@ -140,6 +141,7 @@ class QueuePanel(QWidget):
         self.start_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.start_button.setObjectName("startQueueButton")
         row.addWidget(self.start_button)
+
         self.buttons: dict[str, QToolButton] = {}
         for name, action in (
             ("add", self.add_action),
@@ -159,6 +161,7 @@ class QueuePanel(QWidget):
                 rows.addLayout(row)
             row.addWidget(button)
             self.buttons[name] = button
+
         self.upscale_button = QToolButton()
         self.upscale_button.setText(self.tr("Upscale this"))
         self.upscale_button.setToolTip(self.tr("Queue stage 2 only, from the selected finished render's base video"))
@@ -178,11 +181,13 @@ class QueuePanel(QWidget):
         table.setDragDropOverwriteMode(False)
         table.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         table.setDefaultDropAction(Qt.DropAction.MoveAction)
+
         table.setIconSize(THUMBNAIL_SIZE)
         table.setWordWrap(False)
         table.setAlternatingRowColors(True)
         table.verticalHeader().setVisible(False)
         table.verticalHeader().setDefaultSectionSize(THUMBNAIL_SIZE.height() + 8)
+
         header = table.horizontalHeader()
         header.setSectionResizeMode(JobColumn.THUMBNAIL, QHeaderView.ResizeMode.Fixed)
         table.setColumnWidth(JobColumn.THUMBNAIL, THUMBNAIL_SIZE.width() + 8)
@@ -193,6 +198,7 @@ class QueuePanel(QWidget):
         header.setSectionResizeMode(JobColumn.PROGRESS, QHeaderView.ResizeMode.Interactive)
         table.setColumnWidth(JobColumn.PROGRESS, 150)
         table.setItemDelegateForColumn(JobColumn.PROGRESS, ProgressDelegate(table))
+
         table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         table.customContextMenuRequested.connect(self._show_context_menu)
         table.doubleClicked.connect(self._on_double_clicked)

@@ -55,7 +55,7 @@ SETTING_FIELDS = (
 
 
 class SettingsDialog(QDialog):
-    """Edits a copy of the settings and writes them back, then saves, when accepted."""
+    """Shows the settings in widgets; on OK writes the values to the AppSettings and saves the file."""
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)

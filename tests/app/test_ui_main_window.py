@@ -110,7 +110,7 @@ def make_window(qtbot, tmp_path: Path, settings: AppSettings, engine: FakeEngine
 
 @pytest.fixture
 def gui_thread_checks(monkeypatch) -> list[str]:
-    """Record any widget slot that runs outside the GUI thread."""
+    """Record calls of PlayerWidget.show_preview made outside the GUI thread."""
     violations: list[str] = []
     original = PlayerWidget.show_preview
 
