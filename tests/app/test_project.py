@@ -318,7 +318,7 @@ def test_queue_operations_save_each_change(qtbot: QtBot, project: Project) -> No
     copy = queue.duplicate(a.id)
     assert prompts(queue) == ["a", "a", "b"]
     assert copy.id != a.id
-    assert copy.request == a.request
+    assert copy.request == {**a.request, "output_path": None}
 
     queue.edit(b.id, {"prompt": "b2", "width": 448})
     assert queue.job(b.id).request == {"prompt": "b2", "width": 448}
