@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
         return dock
 
     def _build_docks(self) -> None:
-        self.queue_panel = QueuePanel(self.state.queue)
+        self.queue_panel = QueuePanel(self.state.queue, getattr(self.state, "model", None))
         self.editor = JobEditor(defaults=self._new_job_defaults())
         self.log_panel = LogPanel()
         self.queue_dock = self._dock(self.tr("Queue"), "queueDock", self.queue_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -205,7 +205,7 @@ class MainWindow(QMainWindow):
 
     def _on_project_changed(self) -> None:
         old_panel = self.queue_panel
-        self.queue_panel = QueuePanel(self.state.queue)
+        self.queue_panel = QueuePanel(self.state.queue, getattr(self.state, "model", None))
         self._connect_queue_panel()
         self.queue_dock.setWidget(self.queue_panel)
         old_panel.deleteLater()

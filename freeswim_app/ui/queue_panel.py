@@ -61,10 +61,10 @@ class QueuePanel(QWidget):
     template_requested = Signal(str)  # job id whose request should start a new job
     add_requested = Signal()
 
-    def __init__(self, queue: JobQueue, parent: QWidget | None = None) -> None:
+    def __init__(self, queue: JobQueue, model: JobTableModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.queue = queue
-        self.model = JobTableModel(queue, self)
+        self.model = model if model is not None else JobTableModel(queue, self)
         self._build_actions()
         self._build_toolbar()
         self._build_table()
