@@ -189,3 +189,45 @@ def test_window_closed_during_render(qtbot: QtBot, qtlog, project: Project, gate
     assert reopened.find_job(job.id).state is JobState.INTERRUPTED
     assert reopened.recovered_job_ids == []
     assert [record.message for record in qtlog.records if "QThread" in record.message] == []
+
+
+def test_window_opens_demo_project(qtbot: QtBot, tmp_path: Path, scripted_engine: ScriptedEngine) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    windows: list[str] = []
+
+    def record_and_exit() -> None:
+        windows.extend(type(widget).__name__ for widget in QApplication.topLevelWidgets() if widget.isVisible())
+        QApplication.instance().exit(0)
+
+    QTimer.singleShot(0, record_and_exit)
+    code = main(["--demo", "--project", str(tmp_path / "demo")], engine_loader=scripted_engine.loader())
+
+    assert code == 0
+    assert "MainWindow" in windows
+    assert len(Project.open(tmp_path / "demo").jobs) == 3
+    assert scripted_engine.rendered == []  # without --start nothing renders
+
+
+def test_core_starts_without_torch(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from PySide6.QtCore import QCoreApplication\n"
+        "app = QCoreApplication([])\n"
+        "from freeswim_app.main import AppState\n"
+        "from freeswim_app.demo_project import open_demo_project\n"
+        "from freeswim_app.settings import AppSettings\n"
+        "state = AppState(open_demo_project(Path(sys.argv[1])), AppSettings.load())\n"
+        "state.queue.add({'prompt': 'x'})\n"
+        "assert state.shutdown(timeout_s=30)\n"
+        "print(sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), QT_QPA_PLATFORM="offscreen")
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "demo")], env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
