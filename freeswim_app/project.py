@@ -249,6 +249,8 @@ class Project:
                 logger.warning("Cannot create %s: %s", folder, error)
 
     def _recover_running_jobs(self) -> None:
+        # NOTE: projects have no lock file, so opening a project that another running
+        # instance is rendering also marks that job interrupted here.
         running = [job for job in self.jobs if job.state is JobState.RUNNING]
         if not running:
             return

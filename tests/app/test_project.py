@@ -217,7 +217,11 @@ def test_unwritable_folder_raises_save_error(project: Project, monkeypatch: pyte
 
 def test_queue_reports_save_failure(qtbot: QtBot, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     queue = JobQueue(project)
-    monkeypatch.setattr(os, "replace", lambda source, target: (_ for _ in ()).throw(OSError(30, "Read-only")))
+
+    def read_only_replace(source: str, target: str) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only_replace)
 
     with qtbot.waitSignal(queue.save_failed) as blocker:
         job = queue.add({"prompt": "kept in memory"})
