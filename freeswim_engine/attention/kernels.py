@@ -1,9 +1,10 @@
 """Attention kernels: full attention, and window attention through compiled flex attention.
 
-Compiled flex attention is the fast path. When compilation fails (no C
-compiler on a CPU machine, an unsupported GPU, a recompile limit), the engine
-logs it once and switches to masked SDPA over chunks of query rows, which is
-exact but slower. Flex attention is never run uncompiled, because its eager
+Compiled flex attention is the fast path. Compilation can fail, for example
+without a C compiler on a CPU machine, on an unsupported GPU or at the
+recompile limit. The engine then logs it once and switches to SDPA over
+gathered key windows, one tile of queries at a time, which is exact and needs
+no compiler. Flex attention is never run uncompiled, because its eager
 form materialises every score and runs out of memory at video sizes.
 """
 
@@ -19,15 +20,18 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from freeswim_engine.attention.block_mask import window_block_mask
-from freeswim_engine.attention.geometry import WindowGeometry
+from freeswim_engine.attention.geometry import AxisWindow, WindowGeometry
 
 logger = logging.getLogger(__name__)
 
 # Distinct compiled shapes allowed for flex attention before Dynamo raises
-# instead of falling back to eager flex attention. A render uses one or two.
+# instead of falling back to eager flex attention. A render compiles one
+# shape per grid size and dtype, because flex attention always gets batch 1.
 _RECOMPILE_LIMIT = 64
-# Mask elements per chunk in the fallback path: 2**26 booleans is 64 MiB.
-_FALLBACK_MASK_ELEMENTS = 1 << 26
+# Query tile of the fallback path, in tokens (rows, columns): 128 positions per frame.
+QUERY_TILE = (8, 16)
+# Scores per SDPA call in the fallback path: 2**26 float32 scores are 256 MiB.
+_FALLBACK_SCORE_ELEMENTS = 1 << 26
 
 _compiled_flex: Callable[..., Any] | None = None
 _compile_failure: str | None = None
@@ -64,34 +68,71 @@ def window_attention(
             raise
         except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as error:
             _record_compile_failure(error)
-    return masked_window_attention(query, key, value, geometry, scale)
+    return gathered_window_attention(query, key, value, geometry, scale)
 
 
-def masked_window_attention(
+def gathered_window_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     geometry: WindowGeometry,
     scale: float | None,
 ) -> torch.Tensor:
-    """Exact window attention with SDPA and a boolean mask, computed over chunks of query rows.
+    """Exact window attention with SDPA, one spatial tile of queries at a time.
 
-    Used where compiled flex attention is unavailable, and as the reference in
-    tests. Memory for the mask stays near 64 MiB per chunk.
+    For each ``QUERY_TILE`` of query positions (all frames), only the keys
+    inside the union of their windows are gathered, and SDPA runs with the
+    exact boolean mask over that key set. No compiler is needed, and memory
+    stays near ``_FALLBACK_SCORE_ELEMENTS`` scores per SDPA call.
     """
-    length = geometry.sequence_length
-    mask_mod = geometry.mask_mod()
-    rows_per_chunk = max(1, _FALLBACK_MASK_ELEMENTS // length)
-    key_indices = torch.arange(length, device=query.device)
-    zero = torch.zeros((), dtype=torch.long, device=query.device)
+    batch_size, heads, _, head_dim = query.shape
+    grid = (geometry.num_frames, geometry.height, geometry.width)
+    queries = query.unflatten(2, grid)
+    keys = key.unflatten(2, grid)
+    values = value.unflatten(2, grid)
+    output = torch.empty_like(queries)
 
-    outputs = []
-    for start in range(0, length, rows_per_chunk):
-        query_indices = key_indices[start : start + rows_per_chunk]
-        mask = mask_mod(zero, zero, query_indices[:, None], key_indices[None, :])
-        chunk = query[:, :, start : start + rows_per_chunk]
-        outputs.append(F.scaled_dot_product_attention(chunk, key, value, attn_mask=mask, scale=scale))
-    return torch.cat(outputs, dim=2)
+    tile_height, tile_width = QUERY_TILE
+    for y_start in range(0, geometry.height, tile_height):
+        y_stop = min(y_start + tile_height, geometry.height)
+        key_rows, near_y = _axis_key_range(geometry.rows, y_start, y_stop, query.device)
+        for x_start in range(0, geometry.width, tile_width):
+            x_stop = min(x_start + tile_width, geometry.width)
+            key_columns, near_x = _axis_key_range(geometry.columns, x_start, x_stop, query.device)
+
+            # spatial_mask[query position in tile, key position in the gathered range]
+            spatial_mask = (near_y[:, None, :, None] & near_x[None, :, None, :]).flatten(2).flatten(0, 1)
+            tile_keys = keys[:, :, :, key_rows, key_columns].flatten(2, 4)
+            tile_values = values[:, :, :, key_rows, key_columns].flatten(2, 4)
+            key_mask = spatial_mask.repeat(1, geometry.num_frames)
+
+            frames_per_call = max(1, _FALLBACK_SCORE_ELEMENTS // (heads * key_mask.numel()))
+            for frame_start in range(0, geometry.num_frames, frames_per_call):
+                frame_stop = min(frame_start + frames_per_call, geometry.num_frames)
+                tile_queries = queries[:, :, frame_start:frame_stop, y_start:y_stop, x_start:x_stop]
+                mask = key_mask.repeat(frame_stop - frame_start, 1)
+                attended = F.scaled_dot_product_attention(
+                    tile_queries.flatten(2, 4), tile_keys, tile_values, attn_mask=mask, scale=scale
+                )
+                output[:, :, frame_start:frame_stop, y_start:y_stop, x_start:x_stop] = attended.view(
+                    batch_size, heads, frame_stop - frame_start, y_stop - y_start, x_stop - x_start, head_dim
+                )
+    return output.flatten(2, 4)
+
+
+def _axis_key_range(
+    axis: AxisWindow, start: int, stop: int, device: torch.device
+) -> tuple[slice, torch.Tensor]:
+    """Return the key slice that the windows of queries ``start..stop-1`` reach, and their ``(queries, keys)`` mask."""
+    centre_first = min(max(start, axis.centre_min), axis.centre_max)
+    centre_last = min(max(stop - 1, axis.centre_min), axis.centre_max)
+    key_start = max(0, centre_first - axis.half)
+    key_stop = min(axis.length, centre_last + axis.half + 1)
+
+    centres = torch.clamp(torch.arange(start, stop, device=device), axis.centre_min, axis.centre_max)
+    positions = torch.arange(key_start, key_stop, device=device)
+    near = (positions[None, :] - centres[:, None]).abs() <= axis.half
+    return slice(key_start, key_stop), near
 
 
 def compiled_attention_failure() -> str | None:
@@ -100,7 +141,7 @@ def compiled_attention_failure() -> str | None:
 
 
 def check_compiled_attention(device: torch.device | str | None = None) -> tuple[bool, str]:
-    """Compile flex attention on a small window and compare it with masked SDPA.
+    """Compile flex attention on a small window and compare it with gathered-window SDPA.
 
     Returns ``(works, message)``. ``device`` defaults to the first CUDA device
     when there is one, else the CPU. Takes a few seconds to a minute, because
@@ -119,11 +160,11 @@ def check_compiled_attention(device: torch.device | str | None = None) -> tuple[
         raise
     except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as error:
         return False, f"compiled flex attention failed on {device}: {type(error).__name__}: {error}"
-    expected = masked_window_attention(query, key, value, geometry, scale=None)
+    expected = gathered_window_attention(query, key, value, geometry, scale=None)
     difference = float((result - expected).abs().max())
     if difference > 1e-4:
-        return False, f"compiled flex attention on {device} differs from masked SDPA by {difference:.2e}"
-    return True, f"compiled flex attention works on {device} (largest difference from masked SDPA {difference:.1e})"
+        return False, f"compiled flex attention on {device} differs from gathered SDPA by {difference:.2e}"
+    return True, f"compiled flex attention works on {device} (largest difference from gathered SDPA {difference:.1e})"
 
 
 def _compiled_window_attention(
@@ -158,7 +199,7 @@ def _record_compile_failure(error: BaseException) -> None:
             return
         _compile_failure = f"{type(error).__name__}: {error}"
     logger.warning(
-        "Compiled flex attention failed (%s); window attention now uses masked SDPA over chunks, "
-        "which gives the same result more slowly",
+        "Compiled flex attention failed (%s); window attention now uses SDPA over gathered key windows, "
+        "which gives the same result without a compiler",
         _compile_failure,
     )

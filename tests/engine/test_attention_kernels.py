@@ -94,11 +94,28 @@ def test_window_attention_covering_grid_is_full_attention(name):
     torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
 
 
-def test_masked_fallback_matches_dense_sdpa(monkeypatch):
-    monkeypatch.setattr(kernels, "_FALLBACK_MASK_ELEMENTS", 50 * 234)  # forces 5 chunks of query rows
-    geometry = KERNEL_GEOMETRIES["larger-than-window"]
+@pytest.mark.parametrize("name", BLOCK_GEOMETRIES)
+def test_gathered_fallback_matches_dense_sdpa(name):
+    geometry = BLOCK_GEOMETRIES[name]
     query, key, value = _qkv(geometry)
-    result = kernels.masked_window_attention(query, key, value, geometry, SCALE)
+    result = kernels.gathered_window_attention(query, key, value, geometry, SCALE)
+    torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
+
+
+def test_gathered_fallback_in_small_chunks(monkeypatch):
+    monkeypatch.setattr(kernels, "QUERY_TILE", (2, 3))
+    monkeypatch.setattr(kernels, "_FALLBACK_SCORE_ELEMENTS", 1000)  # one frame of queries per SDPA call
+    geometry = WindowGeometry(3, 9, 13, half_height=2, half_width=3)
+    query, key, value = _qkv(geometry)
+    result = kernels.gathered_window_attention(query, key, value, geometry, SCALE)
+    torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
+
+
+def test_gathered_fallback_accepts_transposed_inputs():
+    geometry = KERNEL_GEOMETRIES["larger-than-window"]
+    query, key, value = (tensor.transpose(1, 2).contiguous().transpose(1, 2) for tensor in _qkv(geometry))
+    assert not query.is_contiguous()
+    result = kernels.gathered_window_attention(query, key, value, geometry, SCALE)
     torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
 
 
