@@ -12,7 +12,7 @@ import importlib
 import importlib.metadata
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 from PySide6.QtCore import QObject, Signal
 
@@ -88,26 +88,38 @@ def memory_plan_summary(request: Any, info: Any) -> str | None:
     return str(explain()) if callable(explain) else str(plan)
 
 
-class MemoryPlanWorker(QObject):
-    """Computes memory plans in a background thread, because the planner imports torch and reads the device.
+class RequestAnalysis(NamedTuple):
+    """Results of the slow checks of one request, computed off the GUI thread."""
 
-    Only the newest request is computed; `plan_ready` carries its generation number so that
-    the caller can drop results of older requests. The text is empty when no planner exists.
+    generation: int
+    prompt_tokens: int | None  # counted by the model's tokenizer; None without one
+    negative_prompt_tokens: int | None
+    warnings: list[str] | None  # RenderRequest.validate warnings with exact token counts; None without a tokenizer
+    plan: str | None  # memory plan text; None for an invalid request or without a planner
+
+
+class RequestAnalysisWorker(QObject):
+    """Counts prompt tokens with the model's tokenizer and plans memory in a background thread.
+
+    Both import torch or transformers and read files or the device, which takes seconds the
+    first time. Only the newest request is analysed, and `analysis_ready` carries its
+    generation number so that the caller can drop results of older requests.
     """
 
-    plan_ready = Signal(int, str)  # generation, plan text
+    analysis_ready = Signal(object)  # RequestAnalysis
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._condition = threading.Condition()
-        self._pending: tuple[int, Any, Any] | None = None
+        self._pending: tuple[int, Any, Any, bool] | None = None
         self._is_stopped = False
-        self._thread = threading.Thread(target=self._run, name="memory-plan", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="request-analysis", daemon=True)
         self._thread.start()
 
-    def request_plan(self, generation: int, request: Any, info: Any) -> None:
+    def analyse(self, generation: int, request: Any, info: Any, is_valid: bool) -> None:
+        """Queue `request` (a RenderRequest) for analysis; `is_valid` says whether to plan its memory."""
         with self._condition:
-            self._pending = (generation, request, info)
+            self._pending = (generation, request, info, is_valid)
             self._condition.notify()
 
     def stop(self) -> None:
@@ -125,12 +137,32 @@ class MemoryPlanWorker(QObject):
                 pending, self._pending = self._pending, None
             if pending is None:
                 continue
-            generation, request, info = pending
-            text = memory_plan_summary(request, info) or ""
+            analysis = analyse_request(*pending)
             try:
-                self.plan_ready.emit(generation, text)
+                self.analysis_ready.emit(analysis)
             except RuntimeError:
                 return  # the editor that owned this worker was deleted
+
+
+def analyse_request(generation: int, request: Any, info: Any, is_valid: bool) -> RequestAnalysis:
+    """Count tokens with the model's tokenizer (when installed) and plan memory (when `is_valid`)."""
+    from freeswim_engine.request import count_prompt_tokens
+
+    tokenizer_path = getattr(info, "tokenizer_path", None)
+    prompt_tokens = negative_tokens = None
+    warnings = None
+    if tokenizer_path is not None:
+        prompt_count, prompt_is_estimate = count_prompt_tokens(request.prompt, tokenizer_path)
+        negative_count, negative_is_estimate = count_prompt_tokens(request.negative_prompt, tokenizer_path)
+        if not (prompt_is_estimate or negative_is_estimate):
+            prompt_tokens, negative_tokens = prompt_count, negative_count
+            if is_valid:
+                try:
+                    warnings = request.validate(info)
+                except FreeSwimError as error:
+                    logger.info("Validation with the tokenizer failed: %s", error)
+    plan = memory_plan_summary(request, info) if is_valid else None
+    return RequestAnalysis(generation, prompt_tokens, negative_tokens, warnings, plan)
 
 
 @functools.lru_cache(maxsize=4)

@@ -41,7 +41,7 @@ CUSTOM_RESOLUTION = "custom"
 BROWSE_MODEL = "__browse__"
 MAX_SIZE = 8192
 SIZE_FIELDS = ("width", "height", "base_width", "base_height")
-PLAN_DELAY_MS = 300
+ANALYSIS_DELAY_MS = 300
 
 # Request fields that have their own row in the form; errors on any other field go to the general message.
 FORM_FIELDS = (
@@ -116,15 +116,16 @@ class JobEditor(QWidget):
         self._loading = False
         self._messages: dict[str, FieldMessage] = {}
 
-        self._plan_generation = 0
-        self._pending_plan: tuple[RenderRequest, Any] | None = None
-        self._plan_timer = QTimer(self)
-        self._plan_timer.setSingleShot(True)
-        self._plan_timer.setInterval(PLAN_DELAY_MS)
-        self._plan_timer.timeout.connect(self._request_plan)
-        self._planner = engine_info.MemoryPlanWorker(self)
-        self._planner.plan_ready.connect(self._on_plan_ready)
-        self.destroyed.connect(self._planner.stop)
+        # Exact token counts and the memory plan come from a background thread (see _validate).
+        self._analysis_generation = 0
+        self._pending_analysis: tuple[RenderRequest, Any, bool] | None = None
+        self._analysis_timer = QTimer(self)
+        self._analysis_timer.setSingleShot(True)
+        self._analysis_timer.setInterval(ANALYSIS_DELAY_MS)
+        self._analysis_timer.timeout.connect(self._request_analysis)
+        self._analysis_worker = engine_info.RequestAnalysisWorker(self)
+        self._analysis_worker.analysis_ready.connect(self._on_analysis_ready)
+        self.destroyed.connect(self._analysis_worker.stop)
 
         self._build_form()
         self._build_buttons()
@@ -522,31 +523,42 @@ class JobEditor(QWidget):
         self._validate()
 
     def _validate(self) -> None:
+        """Validate the form with RenderRequest.validate and show errors, token counts and warnings.
+
+        The model's figures (native size, pixels per token) are used here, but not its tokenizer:
+        loading one imports transformers, which would freeze the form for seconds. Token counts
+        start as estimates and become exact when the background analysis returns.
+        """
         for message in self._messages.values():
             message.clear()
         self.general_message.clear()
         request_dict = self.request_dict()
         model_info = engine_info.model_info(request_dict["model"])
-        self._update_token_counts(request_dict, model_info)
+        figures = getattr(model_info, "preset", None)
+        self._show_token_counts(request_dict, model_info, None, None)
+
         warnings: list[str] = []
         request: RenderRequest | None = None
+        is_valid = False
         try:
             request = RenderRequest.from_dict(request_dict)
-            warnings = request.validate(model_info)
+            warnings = request.validate(figures)
+            is_valid = True
         except InvalidRequestError as error:
-            request = None
             self._show_error(error, request_dict, model_info)
         except (TypeError, FreeSwimError) as error:
-            request = None
             self.general_message.show_error(str(error))
 
         has_prompt = bool(request_dict["prompt"].strip())
-        if request is not None and not has_prompt:
+        if is_valid and not has_prompt:
             self.general_message.show_error(self.tr("Write a prompt to add the job."))
-        self._set_valid(request is not None and has_prompt)
+        self._set_valid(is_valid and has_prompt)
+        self._show_warnings(warnings)
+        self._start_analysis(request, model_info, is_valid)
+
+    def _show_warnings(self, warnings: list[str]) -> None:
         self.warnings_label.setText("\n".join(warnings))
         self.warnings_label.setVisible(bool(warnings))
-        self._update_memory_plan(request, model_info)
 
     def _set_valid(self, valid: bool) -> None:
         self.add_button.setEnabled(valid)
@@ -600,19 +612,24 @@ class JobEditor(QWidget):
 
         return apply
 
-    def _update_token_counts(self, request_dict: dict[str, Any], model_info: Any) -> None:
-        tokenizer_path = getattr(model_info, "tokenizer_path", None)
+    def _show_token_counts(
+        self, request_dict: dict[str, Any], model_info: Any, prompt_tokens: int | None, negative_tokens: int | None
+    ) -> None:
+        """Show exact counts when given, else estimates labelled as such."""
         preset = _preset_of(request_dict["model"], model_info)
         max_tokens = preset.max_text_tokens if preset else 512
-        for text, label in (
-            (request_dict["prompt"], self.prompt_tokens_label),
-            (request_dict["negative_prompt"], self.negative_tokens_label),
+        for text, exact, label in (
+            (request_dict["prompt"], prompt_tokens, self.prompt_tokens_label),
+            (request_dict["negative_prompt"], negative_tokens, self.negative_tokens_label),
         ):
-            count, is_estimate = count_prompt_tokens(text, tokenizer_path)
-            if is_estimate:
+            if exact is None:
+                count = count_prompt_tokens(text, None)[0]
                 caption = self.tr("about {count} tokens (estimate: the model's tokenizer is not installed)")
+                if getattr(model_info, "tokenizer_path", None) is not None:
+                    caption = self.tr("about {count} tokens (estimate, counting with the model's tokenizer...)")
             else:
-                caption = self.tr("{count} tokens")
+                count = exact
+                caption = self.tr("1 token") if count == 1 else self.tr("{count} tokens")
             caption = caption.format(count=count)
             too_long = count > max_tokens
             if too_long:
@@ -622,31 +639,44 @@ class JobEditor(QWidget):
             label.style().unpolish(label)
             label.style().polish(label)
 
-    def _update_memory_plan(self, request: RenderRequest | None, model_info: Any) -> None:
-        self._plan_generation += 1
-        if request is None:
-            self._plan_timer.stop()
+    def _start_analysis(self, request: RenderRequest | None, model_info: Any, is_valid: bool) -> None:
+        self._analysis_generation += 1
+        if is_valid:
+            self.memory_view.setPlainText(self.tr("Computing the memory plan..."))
+        else:
             self.memory_view.setPlainText(self.tr("Fix the request to see the memory plan."))
+        needs_tokenizer = getattr(model_info, "tokenizer_path", None) is not None
+        if request is None or not (is_valid or needs_tokenizer):
+            self._pending_analysis = None
+            self._analysis_timer.stop()
             return
-        self._pending_plan = (request, model_info)
-        self.memory_view.setPlainText(self.tr("Computing the memory plan..."))
-        self._plan_timer.start()  # waits for typing to pause, so a burst of changes plans once
+        self._pending_analysis = (request, model_info, is_valid)
+        self._analysis_timer.start()  # waits for typing to pause, so a burst of changes is analysed once
 
-    def _request_plan(self) -> None:
-        if self._pending_plan is not None:
-            request, model_info = self._pending_plan
-            self._planner.request_plan(self._plan_generation, request, model_info)
+    def _request_analysis(self) -> None:
+        if self._pending_analysis is not None:
+            request, model_info, is_valid = self._pending_analysis
+            self._analysis_worker.analyse(self._analysis_generation, request, model_info, is_valid)
 
-    def _on_plan_ready(self, generation: int, text: str) -> None:
-        if generation == self._plan_generation:
-            self.memory_view.setPlainText(text or self.tr("memory plan not available"))
+    def _on_analysis_ready(self, analysis: engine_info.RequestAnalysis) -> None:
+        if analysis.generation != self._analysis_generation or self._pending_analysis is None:
+            return
+        request, model_info, is_valid = self._pending_analysis
+        self._pending_analysis = None
+        if analysis.prompt_tokens is not None:
+            self._show_token_counts(self.request_dict(), model_info, analysis.prompt_tokens, analysis.negative_prompt_tokens)
+        if analysis.warnings is not None:
+            self._show_warnings(analysis.warnings)
+        if is_valid:
+            self.memory_view.setPlainText(analysis.plan or self.tr("memory plan not available"))
 
-    def is_memory_plan_ready(self) -> bool:
-        return not self._plan_timer.isActive() and self.memory_view.toPlainText() != self.tr("Computing the memory plan...")
+    def is_analysis_done(self) -> bool:
+        """True when no background analysis of the current form is pending."""
+        return self._pending_analysis is None and not self._analysis_timer.isActive()
 
     def shutdown(self) -> None:
-        """Stop the memory plan thread."""
-        self._planner.stop()
+        """Stop the analysis thread."""
+        self._analysis_worker.stop()
 
 
 def _preset_of(model: str, model_info: Any) -> ModelPreset | None:

@@ -37,7 +37,8 @@ class ProgressDelegate(QStyledItemDelegate):
     """Draws a progress bar with the stage and ETA text for the running job's progress cell."""
 
     def paint(self, painter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
-        if index.data(JobRole.STATE) is not JobState.RUNNING:
+        # Qt returns the str enum JobState as a plain string, so compare by value.
+        if index.data(JobRole.STATE) != JobState.RUNNING.value:
             super().paint(painter, option, index)
             return
         bar = QStyleOptionProgressBar()
@@ -195,8 +196,7 @@ class QueuePanel(QWidget):
         header.setSectionResizeMode(JobColumn.SIZE, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(JobColumn.STATE, QHeaderView.ResizeMode.Fixed)
         table.setColumnWidth(JobColumn.STATE, 86)
-        header.setSectionResizeMode(JobColumn.PROGRESS, QHeaderView.ResizeMode.Interactive)
-        table.setColumnWidth(JobColumn.PROGRESS, 150)
+        header.setSectionResizeMode(JobColumn.PROGRESS, QHeaderView.ResizeMode.Stretch)
         table.setItemDelegateForColumn(JobColumn.PROGRESS, ProgressDelegate(table))
 
         table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)

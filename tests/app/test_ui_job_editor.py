@@ -155,7 +155,7 @@ def test_editor_cache_interval_only_for_cached_method(qtbot) -> None:
 
 def test_editor_memory_plan_or_unavailable(qtbot) -> None:
     editor = make_editor(qtbot)
-    qtbot.waitUntil(editor.is_memory_plan_ready, timeout=60000)
+    qtbot.waitUntil(editor.is_analysis_done, timeout=60000)
     text = editor.memory_view.toPlainText()
     assert text, "the memory row is never empty"
     assert "wan2.1-t2v-1.3b" in text or text == "memory plan not available"
@@ -174,3 +174,31 @@ def test_editor_accepts_each_preset(qtbot, model: str) -> None:
     if model == "wan2.2-ti2v-5b":
         editor.resolution_box.setCurrentIndex(1)  # 1440p: multiples of 32 pixels per token
     assert editor.is_valid(), editor.general_message.label.text()
+
+
+def test_editor_counts_with_model_tokenizer(qtbot, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    from freeswim_app.ui import engine_info
+    from freeswim_engine.demo_model import DEMO_PRESET, build_demo_tokenizer
+
+    tokenizer = build_demo_tokenizer()
+    tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+
+    @dataclasses.dataclass
+    class TokenizerInfo:
+        preset: object
+        tokenizer_path: object
+
+    info = TokenizerInfo(DEMO_PRESET, tmp_path / "tokenizer")
+    monkeypatch.setattr(engine_info, "model_info", lambda spec: info)
+    prompt = "the city light " * 200
+    expected = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    editor = make_editor(qtbot, model="demo", width=448, height=256, prompt=prompt)
+    assert editor.prompt_tokens_label.text().startswith("about"), "an estimate until the tokenizer has counted"
+    qtbot.waitUntil(editor.is_analysis_done, timeout=60000)
+
+    assert editor.prompt_tokens_label.text().startswith(f"{expected} tokens")
+    assert editor.prompt_tokens_label.property("warning") is (expected > 512)
+    assert editor.is_valid()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtGui import QPalette
 
 from freeswim_app.jobs import JobKind, JobProgress, JobResult, JobState
 from freeswim_app.project import Project
@@ -61,7 +62,8 @@ def test_panel_reflects_state_changes(qtbot, queue: JobQueue) -> None:
     assert cell_text(panel, 0, JobColumn.STATE) == "Running"
     queue.update_progress(job.id, JobProgress("stage2", 12, 35, 65.0))
     progress = cell_text(panel, 0, JobColumn.PROGRESS)
-    assert "stage2 12/35" in progress
+    assert "12/35" in progress
+    assert "Stage 2" in progress
     assert "1:05" in progress
 
     queue.mark_stopped(job.id, JobState.FAILED, "Out of memory in stage 2. Use a cache interval of 5.", time.time())
@@ -73,16 +75,27 @@ def test_panel_reflects_state_changes(qtbot, queue: JobQueue) -> None:
     assert not panel.cancel_action.isEnabled()
 
 
+def highlight_pixels(panel: QueuePanel) -> int:
+    """Count pixels of the progress cell close to the palette's highlight colour (the bar's chunk)."""
+    rect = panel.table.visualRect(panel.model.index(0, JobColumn.PROGRESS))
+    cell = qimage_to_array(panel.table.viewport().grab(rect).toImage()).astype(int)
+    highlight = panel.table.palette().color(QPalette.ColorRole.Highlight)
+    target = np.array([highlight.red(), highlight.green(), highlight.blue()])
+    return int((np.abs(cell - target).max(axis=2) <= 40).sum())
+
+
 def test_panel_paints_progress_bar_for_running_job(qtbot, queue: JobQueue) -> None:
     job = queue.add(demo_request("fox"))
     panel = make_panel(qtbot, queue)
     queue.mark_running(job.id, time.time())
-    rect = panel.table.visualRect(panel.model.index(0, JobColumn.PROGRESS))
-    empty = qimage_to_array(panel.table.viewport().grab(rect).toImage())
-    queue.update_progress(job.id, JobProgress("stage2", 30, 35, 5.0))
+    queue.update_progress(job.id, JobProgress("stage2", 3, 35, 50.0))
     qtbot.wait(10)
-    full = qimage_to_array(panel.table.viewport().grab(rect).toImage())
-    assert not np.array_equal(empty, full), "the bar grows with progress"
+    small = highlight_pixels(panel)
+    queue.update_progress(job.id, JobProgress("stage2", 33, 35, 5.0))
+    qtbot.wait(10)
+    large = highlight_pixels(panel)
+    assert large > 100, "the bar's chunk is drawn"
+    assert large > small, "the bar grows with progress"
 
 
 def test_panel_buttons_follow_selection(qtbot, queue: JobQueue) -> None:
