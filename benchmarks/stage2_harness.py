@@ -92,7 +92,21 @@ def build_transformer(shape: ModelShape, dtype: torch.dtype, device: torch.devic
         eps=1e-6,
         rope_max_seq_len=1024,
     )
-    return transformer.to(device=device, dtype=dtype).eval()
+    cast_like_from_pretrained(transformer, dtype)
+    return transformer.to(device).eval()
+
+
+def cast_like_from_pretrained(transformer: Any, dtype: torch.dtype) -> None:
+    """Cast weights to ``dtype`` except the parts that diffusers keeps in float32 when loading.
+
+    ``from_pretrained(torch_dtype=torch.bfloat16)`` leaves the modules named in
+    ``_keep_in_fp32_modules`` (rotary embedding, time embedder, norms,
+    scale-shift tables) in float32, and so does this.
+    """
+    keep = set(getattr(transformer, "_keep_in_fp32_modules", None) or ())
+    for name, tensor in [*transformer.named_parameters(), *transformer.named_buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.float32 if keep.intersection(name.split(".")) else dtype)
 
 
 @dataclasses.dataclass
