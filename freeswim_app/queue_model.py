@@ -33,6 +33,7 @@ from PySide6.QtCore import (
 from freeswim_app.jobs import Job, JobKind, JobProgress, JobResult, JobState
 from freeswim_app.project import Project, ProjectSaveError
 from freeswim_engine.errors import FreeSwimError
+from freeswim_engine.progress import stage_label
 
 logger = logging.getLogger(__name__)
 
@@ -615,12 +616,12 @@ _NO_DATA = object()
 
 
 def progress_text(job: Job) -> str:
-    """Return the progress column's text, for example ``stage2 12/35, about 1:05 left``."""
+    """Return the progress column's text, for example ``Stage 2: refining 12/35, about 1:05 left``."""
     if job.state is JobState.RUNNING:
         progress = job.progress
         if progress.stage is None:
             return "Starting"
-        text = progress.stage
+        text = stage_label(progress.stage)
         if progress.total > 0:
             text += f" {progress.step}/{progress.total}"
         if progress.eta_seconds is not None and progress.step > 0:
