@@ -159,7 +159,7 @@ class MainWindow(QMainWindow):
 
         queue_menu = menu_bar.addMenu(self.tr("&Queue"))
         self.start_pause_action = self._menu_action(queue_menu, self.tr("Start queue"), self.toggle_queue, "Ctrl+R")
-        self._menu_action(queue_menu, self.tr("&Add job from the editor"), self._focus_editor, "Ctrl+Return")
+        self._menu_action(queue_menu, self.tr("&New job in the editor"), self._focus_editor, "Ctrl+Return")
         self._menu_action(queue_menu, self.tr("&Cancel running job"), self.cancel_running, "Ctrl+.")
 
         view_menu = menu_bar.addMenu(self.tr("&View"))
