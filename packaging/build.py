@@ -48,13 +48,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="what to build: 'app' is FreeSwimStudio (freeswim_app.main), 'probe' is "
                              "FreeSwimProbe, a dependency check (packaging/probe_entry.py); default: app")
     parser.add_argument("--dist", type=Path, default=REPO_ROOT / "dist", help="output folder (default: dist)")
-    parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "pyinstaller",
-                        help="PyInstaller's work folder (default: build/pyinstaller)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="PyInstaller's work folder, one per entry so two builds can run at once "
+                             "(default: build/pyinstaller/ENTRY)")
     parser.add_argument("--clean", action="store_true", help="empty PyInstaller's caches before building")
     parser.add_argument("--check", action="store_true",
                         help="after the build, run the app with --version and --self-test "
                              "(the probe runs its own checks)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.work is None:
+        args.work = REPO_ROOT / "build" / "pyinstaller" / args.entry
+    return args
 
 
 def venv_python(root: Path) -> Path:
