@@ -286,7 +286,7 @@ class RenderRunner(QObject):
     job_finished = Signal(str)  # job id of a job that is now done
     job_stopped = Signal(str, str)  # job id, message: failed, cancelled or interrupted
     preview_ready = Signal(object)  # PreviewMessage
-    queue_drained = Signal()  # the queue is started but has no queued job left and nothing runs
+    queue_drained = Signal()  # once each time a started queue runs out of queued jobs
     _task_ready = Signal(object)  # RenderTask, delivered to the worker's thread
 
     def __init__(
@@ -303,6 +303,7 @@ class RenderRunner(QObject):
         self._current_job_id: str | None = None
         self._is_shut_down = False
         self._dispatch_scheduled = False
+        self._is_drained_reported = False
 
         self._thread = QThread()
         self._thread.setObjectName("freeswim-engine")
@@ -316,7 +317,7 @@ class RenderRunner(QObject):
         self._worker.job_stopped.connect(self._on_stopped)
         self._thread.start()
 
-        queue.running_changed.connect(self._schedule_dispatch)
+        queue.running_changed.connect(self._on_running_changed)
         queue.job_added.connect(self._schedule_dispatch)
         queue.job_changed.connect(self._schedule_dispatch)
         queue.job_moved.connect(self._schedule_dispatch)
@@ -371,6 +372,11 @@ class RenderRunner(QObject):
 
     # -- dispatching ----------------------------------------------------------
 
+    def _on_running_changed(self, is_running: bool) -> None:
+        if is_running:
+            self._is_drained_reported = False
+        self._schedule_dispatch()
+
     def _schedule_dispatch(self, *_args: Any) -> None:
         # Coalesce the many queue signals of one change into one look at the queue.
         if not self._dispatch_scheduled and not self._is_shut_down:
@@ -383,8 +389,11 @@ class RenderRunner(QObject):
             return
         job = self._queue.next_queued()
         if job is None:
-            self.queue_drained.emit()
+            if not self._is_drained_reported:
+                self._is_drained_reported = True
+                self.queue_drained.emit()
             return
+        self._is_drained_reported = False
         self._current_job_id = job.id
         project = self._queue.project
         task = RenderTask(

@@ -96,12 +96,13 @@ class ScriptedEngine:
         self.rendered: list[str] = []  # prompts, in the order they finished
         self.work_dirs: list[Path | None] = []
         self.flaky_failures = 0  # how many more renders of a prompt containing "flaky" fail
+        self.calls: list[tuple[str, str | None]] = []  # ("render" or "upscale", input_video)
 
     def module(self) -> types.ModuleType:
         module = types.ModuleType("scripted_engine")
         module.RenderCallbacks = ScriptedCallbacks  # type: ignore[attr-defined]
         module.render = self.render  # type: ignore[attr-defined]
-        module.upscale = self.render  # type: ignore[attr-defined]
+        module.upscale = self.upscale  # type: ignore[attr-defined]
         return module
 
     def loader(self) -> Callable[[], types.ModuleType]:
@@ -123,9 +124,15 @@ class ScriptedEngine:
                 raise TimeoutError("the test never released the scripted render")
         self.step_started.clear()
 
-    def render(self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None) -> Any:
+    def upscale(self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None) -> Any:
+        return self.render(request, callbacks, work_dir=work_dir, mode="upscale")
+
+    def render(
+        self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None, mode: str = "render"
+    ) -> Any:
         from freeswim_engine.video_io import sidecar_path_for, write_mp4
 
+        self.calls.append((mode, str(request.input_video) if request.input_video else None))
         self.render_threads.append(threading.current_thread())
         self.work_dirs.append(work_dir)
         callbacks = callbacks or ScriptedCallbacks()

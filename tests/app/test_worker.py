@@ -142,6 +142,38 @@ def test_retry_after_failure_reuses_job(qtbot: QtBot, queue: JobQueue, scripted_
     assert scripted_engine.work_dirs == [queue.project.job_dir(job.id)] * 2
 
 
+def test_upscale_this_runs_upscale(qtbot: QtBot, queue: JobQueue, scripted_engine: ScriptedEngine, make_runner) -> None:
+    runner = make_runner(scripted_engine)
+    source = queue.add(small_request("source"))
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+    output = queue.job(source.id).result.output_path
+
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        upscale = queue.add_upscale(source.id, width=128, height=64)
+
+    done = queue.job(upscale.id)
+    assert done.state is JobState.DONE, done.error
+    assert scripted_engine.calls == [("render", None), ("upscale", str(output))]
+    assert done.result.output_path != output
+
+
+def test_drained_reported_once(qtbot: QtBot, queue: JobQueue, scripted_engine: ScriptedEngine, make_runner) -> None:
+    runner = make_runner(scripted_engine)
+    drained: list[bool] = []
+    runner.queue_drained.connect(lambda: drained.append(True))
+    job = queue.add(small_request("once"))
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+
+    queue.duplicate(job.id)  # a change that looks at the queue again
+    qtbot.waitUntil(lambda: len(drained) == 2, timeout=WAIT_MS)
+    queue.remove(job.id)
+    qtbot.wait(100)
+
+    assert len(drained) == 2
+
+
 def test_cancel_mid_run(qtbot: QtBot, queue: JobQueue, gated_engine: ScriptedEngine, make_runner) -> None:
     runner = make_runner(gated_engine)
     job = queue.add(small_request("long"))
