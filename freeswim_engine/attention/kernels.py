@@ -1,11 +1,12 @@
 """Attention kernels: full attention, and window attention through compiled flex attention.
 
-Compiled flex attention is the fast path. Compilation can fail, for example
-without a C compiler on a CPU machine, on an unsupported GPU or at the
-recompile limit. The engine then logs it once and switches to SDPA over
-gathered key windows, one tile of queries at a time, which is exact and needs
-no compiler. Flex attention is never run uncompiled, because its eager
-form materialises every score and runs out of memory at video sizes.
+Compiled flex attention over tokens reordered into 8x16 tiles is the fast
+path. Compilation can fail, for example without a C compiler on a CPU
+machine, on an unsupported GPU or at the recompile limit. The engine then logs
+it once and switches to SDPA over gathered key windows, one tile of queries at
+a time, which is exact and needs no compiler. Flex attention is never run
+uncompiled, because its eager form materialises every score and runs out of
+memory at video sizes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
-from freeswim_engine.attention.block_mask import window_block_mask
 from freeswim_engine.attention.geometry import AxisWindow, WindowGeometry
+from freeswim_engine.attention.tiles import TiledLayout, tiled_block_mask
 
 logger = logging.getLogger(__name__)
 
@@ -174,14 +175,16 @@ def _compiled_window_attention(
     geometry: WindowGeometry,
     scale: float | None,
 ) -> torch.Tensor:
-    block_mask = window_block_mask(geometry, query.device)
+    layout = TiledLayout(geometry)
+    block_mask = tiled_block_mask(geometry, query.device)
     flex = _get_compiled_flex()
+    query, key, value = (layout.to_tiles(tensor) for tensor in (query, key, value))
     # Raising on the recompile limit, rather than Dynamo's default of running
     # the function eagerly, keeps eager flex attention off video-size inputs.
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
         output = flex(query, key, value, block_mask=block_mask, scale=scale)
     assert isinstance(output, torch.Tensor)
-    return output
+    return layout.from_tiles(output)
 
 
 def _get_compiled_flex() -> Callable[..., Any]:

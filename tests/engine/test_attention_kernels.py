@@ -7,10 +7,9 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import create_block_mask
 
 from freeswim_engine.attention import WindowGeometry, check_compiled_attention, kernels
-from freeswim_engine.attention.block_mask import BLOCK_SIZE, build_window_block_mask, window_block_mask
+from freeswim_engine.attention.tiles import BLOCK_SIZE, TiledLayout, tiled_block_mask
 
 SCALE = 0.3
 
@@ -24,7 +23,7 @@ KERNEL_GEOMETRIES = {
 
 BLOCK_GEOMETRIES = {
     **KERNEL_GEOMETRIES,
-    "several-frames-per-block": WindowGeometry(9, 5, 6, half_height=1, half_width=1),
+    "many-small-frames": WindowGeometry(9, 5, 6, half_height=1, half_width=1),
     "long-rows": WindowGeometry(2, 6, 150, half_height=1, half_width=20),
     "covers-grid": WindowGeometry(3, 5, 7, half_height=2, half_width=3),
 }
@@ -40,37 +39,72 @@ def _dense_reference(geometry: WindowGeometry, query, key, value) -> torch.Tenso
     return F.scaled_dot_product_attention(query, key, value, attn_mask=geometry.dense_mask(), scale=SCALE)
 
 
-def _listed(counts: torch.Tensor | None, indices: torch.Tensor | None, num_kv_blocks: int) -> torch.Tensor:
+def _listed(counts: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """(query blocks, key blocks) booleans of the blocks a BlockMask lists."""
-    num_query_blocks = indices.shape[-2]
+    num_query_blocks, num_kv_blocks = indices.shape[-2:]
     listed = torch.zeros(num_query_blocks, num_kv_blocks, dtype=torch.bool)
     for row in range(num_query_blocks):
         listed[row, indices[0, 0, row, : counts[0, 0, row]].long()] = True
     return listed
 
 
+def _evaluated_blocks(layout: TiledLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visible, full) block tables from the tiled mask_mod at every pair, counting real queries only."""
+    length = layout.sequence_length
+    indices = torch.arange(length)
+    zero = torch.zeros((), dtype=torch.long)
+    mask = layout.mask_mod()(zero, zero, indices[:, None], indices[None, :])
+    real = (layout.to_tiles(torch.ones(1, 1, layout.geometry.sequence_length, 1)) > 0).flatten()
+    num_blocks = length // BLOCK_SIZE
+    pairs = mask.view(num_blocks, BLOCK_SIZE, num_blocks, BLOCK_SIZE)
+    real_query = real.view(num_blocks, BLOCK_SIZE)[:, :, None, None]
+    visible = (pairs & real_query).any(dim=3).any(dim=1)
+    full = (pairs | ~real_query).all(dim=3).all(dim=1)
+    return visible, full
+
+
 @pytest.mark.parametrize("name", BLOCK_GEOMETRIES)
-def test_block_mask_matches_rule_evaluation(name):
+def test_tiled_block_mask_matches_rule(name):
+    layout = TiledLayout(BLOCK_GEOMETRIES[name])
+    built = layout.block_mask(torch.device("cpu"))
+    visible, full = _evaluated_blocks(layout)
+    built_full = _listed(built.full_kv_num_blocks, built.full_kv_indices)
+    built_partial = _listed(built.kv_num_blocks, built.kv_indices)
+    assert torch.equal(built_full, full)
+    assert torch.equal(built_partial, visible & ~full)
+
+
+@pytest.mark.parametrize("name", BLOCK_GEOMETRIES)
+def test_tiled_mask_mod_matches_rule(name):
     geometry = BLOCK_GEOMETRIES[name]
-    length = geometry.sequence_length
-    built = build_window_block_mask(geometry, torch.device("cpu"))
-    evaluated = create_block_mask(geometry.mask_mod(), None, None, length, length, device="cpu", _compile=False)
-    num_blocks = -(-length // BLOCK_SIZE)
+    layout = TiledLayout(geometry)
+    order = layout.to_tiles(torch.arange(geometry.sequence_length, dtype=torch.float64)[None, None, :, None] + 1)
+    order = order.flatten().long() - 1  # row-major index of each tiled slot, -1 for padding
+    real = order >= 0
+    indices = torch.arange(layout.sequence_length)
+    zero = torch.zeros((), dtype=torch.long)
+    tiled = layout.mask_mod()(zero, zero, indices[:, None], indices[None, :])
+    expected = geometry.dense_mask()[order[real]][:, order[real]]
+    assert torch.equal(tiled[real][:, real], expected)
+    assert not tiled[:, ~real].any()  # padded keys are never visible
 
-    assert torch.equal(built.to_dense()[0, 0].bool(), evaluated.to_dense()[0, 0].bool())
 
-    # Blocks that touch the padded sequence end are kept partial on purpose; compare the rest.
-    whole = length // BLOCK_SIZE
-    built_full = _listed(built.full_kv_num_blocks, built.full_kv_indices, num_blocks)
-    evaluated_full = _listed(evaluated.full_kv_num_blocks, evaluated.full_kv_indices, num_blocks)
-    assert torch.equal(built_full[:whole, :whole], evaluated_full[:whole, :whole])
+@pytest.mark.parametrize("name", BLOCK_GEOMETRIES)
+def test_tiles_round_trip(name):
+    geometry = BLOCK_GEOMETRIES[name]
+    layout = TiledLayout(geometry)
+    tokens = torch.randn(2, 3, geometry.sequence_length, 4)
+    tiled = layout.to_tiles(tokens)
+    assert tiled.shape == (2, 3, layout.sequence_length, 4)
+    assert layout.sequence_length % BLOCK_SIZE == 0
+    assert torch.equal(layout.from_tiles(tiled), tokens)
 
 
 def test_block_mask_cached_per_geometry_and_device():
     geometry = KERNEL_GEOMETRIES["larger-than-window"]
-    first = window_block_mask(geometry, "cpu")
-    assert window_block_mask(geometry, torch.device("cpu")) is first
-    assert window_block_mask(KERNEL_GEOMETRIES["no-inward"], "cpu") is not first
+    first = tiled_block_mask(geometry, "cpu")
+    assert tiled_block_mask(geometry, torch.device("cpu")) is first
+    assert tiled_block_mask(KERNEL_GEOMETRIES["no-inward"], "cpu") is not first
 
 
 @pytest.mark.parametrize("name", KERNEL_GEOMETRIES)
