@@ -67,7 +67,7 @@ def test_export_dialog_runs_in_background(qtbot, rendered: Path, tmp_path: Path)
     with qtbot.waitSignal(dialog.exported, timeout=30000) as blocker:
         dialog.export_button.click()
     assert blocker.args == [str(destination)]
-    qtbot.waitUntil(lambda: bool(finished_in))
+    qtbot.waitUntil(lambda: bool(finished_in), timeout=30000)
     assert finished_in == [True]
     assert destination.is_file()
     assert "Wrote" in dialog.status_label.text()
@@ -124,7 +124,7 @@ def test_log_panel_filters_levels(qtbot) -> None:
     logger.setLevel(logging.DEBUG)
     logger.info("an info line")
     logger.warning("a warning line")
-    qtbot.waitUntil(lambda: "a warning line" in panel.text_view.toPlainText())
+    qtbot.waitUntil(lambda: "a warning line" in panel.text_view.toPlainText(), timeout=30000)
     assert "an info line" in panel.text_view.toPlainText()
     panel.level_box.setCurrentIndex(panel.level_box.findData(logging.WARNING))
     assert "an info line" not in panel.text_view.toPlainText()
@@ -142,6 +142,6 @@ def test_log_handler_delivers_in_gui_thread(qtbot) -> None:
     thread = threading.Thread(target=lambda: logging.getLogger("freeswim_engine.test").error("engine thread"))
     thread.start()
     thread.join()
-    qtbot.waitUntil(lambda: "engine thread" in panel.text_view.toPlainText())
+    qtbot.waitUntil(lambda: "engine thread" in panel.text_view.toPlainText(), timeout=30000)
     assert delivered_in == [True]
     panel.detach()

@@ -179,7 +179,7 @@ def test_render_shows_previews_then_video(qtbot, tmp_path: Path, settings: AppSe
     assert gui_thread_checks == []
     job = window.state.queue.job(job_id)
     assert job.result.seed == 1234
-    qtbot.waitUntil(lambda: window.player.frame_view.current_image() is not None, timeout=10000)
+    qtbot.waitUntil(lambda: window.player.frame_view.current_image() is not None, timeout=30000)
     assert window.player.compare_source() is not None, "the base video is loaded for A/B"
     shown = window.player.frame_view.current_image().frame
     assert shown.shape == (256, 448, 3)
@@ -201,7 +201,7 @@ def test_close_during_render_asks_and_interrupts(qtbot, tmp_path: Path, settings
         return question
 
     window.state.queue.start()
-    qtbot.waitUntil(lambda: window.state.is_busy and engine.started.is_set(), timeout=10000)
+    qtbot.waitUntil(lambda: window.state.is_busy and engine.started.is_set(), timeout=30000)
 
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
     assert not window.close()
@@ -265,7 +265,7 @@ def test_failed_job_shows_error(qtbot, tmp_path: Path, settings: AppSettings) ->
     window = make_window(qtbot, tmp_path, settings, engine, jobs=1)
     job_id = window.state.queue.job_at(0).id
     window.state.queue.start()
-    qtbot.waitUntil(lambda: window.state.queue.job(job_id).state is JobState.FAILED, timeout=10000)
+    qtbot.waitUntil(lambda: window.state.queue.job(job_id).state is JobState.FAILED, timeout=30000)
     assert "out of memory" in window.message_bar.label.text()
     window.queue_panel.select_job(job_id)
     assert "Error: CUDA out of memory" in window.queue_panel.details_label.text()
@@ -283,6 +283,6 @@ def test_log_panel_receives_worker_thread_records(qtbot, tmp_path: Path, setting
     worker = threading.Thread(target=lambda: logging.getLogger("freeswim_engine.test").warning("from a worker thread"))
     worker.start()
     worker.join()
-    qtbot.waitUntil(lambda: "from a worker thread" in window.log_panel.text_view.toPlainText(), timeout=5000)
+    qtbot.waitUntil(lambda: "from a worker thread" in window.log_panel.text_view.toPlainText(), timeout=30000)
     assert received_in and all(received_in)
     window.state.shutdown()

@@ -124,7 +124,7 @@ def test_player_playback_stops_at_end_without_loop(qtbot) -> None:
     player.loop_box.setChecked(False)
     player.play()
     assert player.is_playing()
-    qtbot.waitUntil(lambda: not player.is_playing(), timeout=5000)
+    qtbot.waitUntil(lambda: not player.is_playing(), timeout=30000)
     assert player.current_index() == 3
 
 
@@ -136,7 +136,7 @@ def test_player_playback_loops(qtbot) -> None:
     seen: list[int] = []
     player.frame_changed.connect(seen.append)
     player.play()
-    qtbot.waitUntil(lambda: seen.count(0) >= 2, timeout=5000)
+    qtbot.waitUntil(lambda: seen.count(0) >= 2, timeout=30000)
     player.pause()
     assert seen[:4] == [1, 2, 0, 1]
 
@@ -189,7 +189,7 @@ def test_video_source_decodes_all_frames(qtbot, tmp_path: Path) -> None:
     source = VideoFrameSource(path)
     try:
         assert source.size() == (46, 34)
-        qtbot.waitUntil(lambda: source.frame(5) is not None, timeout=10000)
+        qtbot.waitUntil(lambda: source.frame(5) is not None, timeout=30000)
         assert source.frame_count() == 6
         for index in range(6):
             decoded = source.frame(index)
@@ -206,8 +206,8 @@ def test_video_source_seeks_past_cache_cap(qtbot, tmp_path: Path) -> None:
     frame_bytes = 32 * 48 * 3
     source = VideoFrameSource(path, max_cache_bytes=3 * frame_bytes)
     try:
-        qtbot.waitUntil(lambda: source.frame(0) is not None, timeout=10000)
-        qtbot.waitUntil(lambda: source.frame(9) is not None, timeout=10000)
+        qtbot.waitUntil(lambda: source.frame(0) is not None, timeout=30000)
+        qtbot.waitUntil(lambda: source.frame(9) is not None, timeout=30000)
         decoded = source.frame(9)
         assert decoded is not None
         assert abs(int(decoded[..., 2].mean()) - 190) <= 4
@@ -221,12 +221,12 @@ def test_player_plays_mp4_in_background(qtbot, tmp_path: Path) -> None:
     path = write_video(tmp_path / "clip.mp4", frames)
     player = make_player(qtbot)
     player.load_video(path)
-    qtbot.waitUntil(lambda: player.frame_view.current_image() is not None, timeout=10000)
+    qtbot.waitUntil(lambda: player.frame_view.current_image() is not None, timeout=30000)
     player.slider.setValue(4)
     qtbot.waitUntil(
         lambda: player.frame_view.current_image() is not None
         and int(player.frame_view.current_image().frame[..., 2].mean()) > 80,
-        timeout=10000,
+        timeout=30000,
     )
     assert player.frame_count() == 5
 
