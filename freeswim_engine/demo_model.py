@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 DEMO_NAME = "demo"
 DEMO_LABEL = "Demo (tiny random weights: checks the install, not a real model)"
 # Bump when the demo's architecture or weights change, so that old caches are not reused.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_SEED = 0
 
 # Sizes of the tiny networks. The transformer keeps Wan 2.1's layout (16 latent
@@ -35,7 +35,9 @@ TEXT_DIM = 32
 TRANSFORMER = TransformerArchitecture(
     num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, in_channels=16, text_dim=TEXT_DIM
 )
-VAE_BASE_DIM = 8
+# The VAE dominates a CPU render at 4K because its convolutions run at full resolution;
+# 2 base channels made it about 40% faster than 4 in a 1920x1088 decode on a 2-core CPU.
+VAE_BASE_DIM = 2
 MAX_TEXT_TOKENS = 512
 
 DEMO_PRESET = ModelPreset(
@@ -51,7 +53,7 @@ DEMO_PRESET = ModelPreset(
     fps=16,
     transformer=TRANSFORMER,
     text_encoder_parameters=27_296,  # counted from the built model
-    vae_parameters=668_043,
+    vae_parameters=51_477,
     num_inference_steps=6,
     guidance_scale=5.0,
     stage1_flow_shift=3.0,

@@ -391,6 +391,10 @@ class LoadedModel:
     device: torch.device
     transformer_dtype: torch.dtype
     vae_dtype: torch.dtype
+    # Prompt embeddings of recent renders, keyed by (prompt, negative prompt, guidance on).
+    prompt_cache: collections.OrderedDict[tuple[str, str, bool], Any] = dataclasses.field(
+        default_factory=collections.OrderedDict
+    )
 
 
 _loaded: collections.OrderedDict[tuple[str, str, str], LoadedModel] = collections.OrderedDict()

@@ -34,10 +34,14 @@ logger = logging.getLogger(__name__)
 # Called after every denoising step with (step, total steps, estimate of the clean latents).
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
-# Frames larger than this many pixels go through the VAE in tiles; untiled, the VAE's
-# memory grows with the frame area and its mid-block attention with its square.
-VAE_TILING_MIN_PIXELS = 1280 * 720
+# Frames larger than this many pixels go through the VAE in tiles, because untiled the
+# VAE's memory grows with the frame area and its mid-block attention with its square.
+# On the CPU the tiles are larger: PyTorch 2.13 runs small 3D convolutions on the CPU
+# with its slow unfold-based kernel, and 256-pixel tiles made a decode slower, not faster.
+VAE_TILING_MIN_PIXELS = {"cuda": 1280 * 720, "cpu": 1920 * 1088}
+CPU_VAE_TILE = 1024  # pixels; tiles overlap by a quarter
 RESIZE_CHUNK_FRAMES = 8
+PROMPT_CACHE_SIZE = 4
 
 
 @dataclasses.dataclass
@@ -53,8 +57,17 @@ class PromptEmbeddings:
 
 
 def encode_prompts(model: LoadedModel, prompt: str, negative_prompt: str, guidance_scale: float) -> PromptEmbeddings:
-    """Encode both prompts with the pipeline's tokenizer and text encoder (the negative only when guidance is on)."""
+    """Encode both prompts with the pipeline's tokenizer and text encoder (the negative only when guidance is on).
+
+    The last few results are kept on ``model``, so a queue of renders with one prompt encodes it once.
+    """
     uses_guidance = guidance_scale > 1.0
+    key = (prompt, negative_prompt, uses_guidance)
+    cached = model.prompt_cache.get(key)
+    if cached is not None:
+        model.prompt_cache.move_to_end(key)
+        return cached
+
     with torch.no_grad():
         prompt_embeds, negative_embeds = model.pipeline.encode_prompt(
             prompt=prompt,
@@ -64,7 +77,11 @@ def encode_prompts(model: LoadedModel, prompt: str, negative_prompt: str, guidan
             device=model.device,
             dtype=model.transformer_dtype,
         )
-    return PromptEmbeddings(prompt_embeds, negative_embeds if uses_guidance else None)
+    embeddings = PromptEmbeddings(prompt_embeds, negative_embeds if uses_guidance else None)
+    model.prompt_cache[key] = embeddings
+    while len(model.prompt_cache) > PROMPT_CACHE_SIZE:
+        model.prompt_cache.popitem(last=False)
+    return embeddings
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -227,7 +244,7 @@ def decode_latents(model: LoadedModel, latents: torch.Tensor, stage: str = "fina
     raw = (latents.float() * std + mean).to(device=model.device, dtype=vae.dtype)
     height = raw.shape[3] * model.info.preset.vae_spatial_factor
     width = raw.shape[4] * model.info.preset.vae_spatial_factor
-    with torch.no_grad(), _vae_tiling(vae, height, width):
+    with torch.no_grad(), _vae_tiling(vae, height, width, model.device):
         video = vae.decode(raw, return_dict=False)[0]
     return video.float().clamp(-1.0, 1.0)
 
@@ -236,7 +253,7 @@ def encode_video(model: LoadedModel, video: torch.Tensor) -> torch.Tensor:
     """Encode a video tensor in [-1, 1] to normalised latents, using the latent distribution's mode."""
     vae = model.pipeline.vae
     pixels = video.to(device=model.device, dtype=vae.dtype)
-    with torch.no_grad(), _vae_tiling(vae, video.shape[3], video.shape[4]):
+    with torch.no_grad(), _vae_tiling(vae, video.shape[3], video.shape[4], model.device):
         raw = vae.encode(pixels).latent_dist.mode()
     mean, std = _latent_statistics(vae, raw.device)
     return ((raw.float() - mean) / std).float()
@@ -250,15 +267,23 @@ def _latent_statistics(vae: Any, device: torch.device) -> tuple[torch.Tensor, to
 
 
 @contextlib.contextmanager
-def _vae_tiling(vae: Any, height: int, width: int) -> Iterator[None]:
-    """Turn on the VAE's tiling for frames above VAE_TILING_MIN_PIXELS, and restore the setting after."""
-    previous = bool(getattr(vae, "use_tiling", False))
-    if height * width > VAE_TILING_MIN_PIXELS:
+def _vae_tiling(vae: Any, height: int, width: int, device: torch.device) -> Iterator[None]:
+    """Turn on the VAE's tiling for frames above the device's VAE_TILING_MIN_PIXELS, and turn it off after."""
+    threshold = VAE_TILING_MIN_PIXELS["cuda" if device.type == "cuda" else "cpu"]
+    is_tiled = height * width > threshold
+    if is_tiled and device.type == "cuda":
         vae.enable_tiling()
+    elif is_tiled:
+        vae.enable_tiling(
+            tile_sample_min_height=CPU_VAE_TILE,
+            tile_sample_min_width=CPU_VAE_TILE,
+            tile_sample_stride_height=CPU_VAE_TILE * 3 // 4,
+            tile_sample_stride_width=CPU_VAE_TILE * 3 // 4,
+        )
     try:
         yield
     finally:
-        if not previous:
+        if is_tiled:
             vae.disable_tiling()
 
 
