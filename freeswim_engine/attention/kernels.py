@@ -1,12 +1,12 @@
-"""Attention kernels: full attention, and window attention through compiled flex attention.
+"""Attention kernels: full attention, and window attention by gathered SDPA or compiled flex attention.
 
-Compiled flex attention over tokens reordered into 8x16 tiles is the fast
-path. Compilation can fail, for example without a C compiler on a CPU
-machine, on an unsupported GPU or at the recompile limit. The engine then logs
-it once and switches to SDPA over gathered key windows, one tile of queries at
-a time, which is exact and needs no compiler. Flex attention is never run
-uncompiled, because its eager form materialises every score and runs out of
-memory at video sizes.
+On the CPU, window attention runs SDPA over each query tile's gathered key
+window. Elsewhere it runs compiled flex attention over tokens reordered into
+8x16 tiles. Compilation can fail, for example without a C compiler, on an
+unsupported GPU or at the recompile limit. The engine then logs it once and
+switches to the gathered SDPA path, which is exact and needs no compiler.
+Flex attention is never run uncompiled, because its eager form materialises
+every score and runs out of memory at video sizes.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ logger = logging.getLogger(__name__)
 # instead of falling back to eager flex attention. A render compiles one
 # shape per grid size and dtype, because flex attention always gets batch 1.
 _RECOMPILE_LIMIT = 64
-# Query tile of the fallback path, in tokens (rows, columns): 128 positions per frame.
+# Query tile of the gathered path, in tokens (rows, columns): 128 positions per frame.
 QUERY_TILE = (8, 16)
-# Scores per SDPA call in the fallback path: 2**26 float32 scores are 256 MiB.
-_FALLBACK_SCORE_ELEMENTS = 1 << 26
+# Scores per SDPA call in the gathered path: 2**26 float32 scores are 256 MiB.
+_GATHERED_SCORE_ELEMENTS = 1 << 26
 
 _compiled_flex: Callable[..., Any] | None = None
 _compile_failure: str | None = None
@@ -54,14 +54,35 @@ def window_attention(
     """Self-attention restricted to the sliding window of ``geometry``.
 
     Tensors are ``(batch, heads, L, head_dim)`` with ``L = geometry.sequence_length``.
+    CPU tensors use gathered-window SDPA because it was the fastest there. On
+    a shared 2-core CPU (fp32, 3x68x120 tokens, 31x53 window, 2 heads of 128)
+    one call took 12.4 s, against 28.3 s for compiled flex attention and
+    15.2 s for full SDPA (``python -m freeswim_engine.attention.benchmark``).
+    Other devices use compiled flex attention.
     """
-    if query.shape[-2] != geometry.sequence_length:
-        raise ValueError(
-            f"window attention got {query.shape[-2]} tokens but the geometry has {geometry.sequence_length}"
-        )
+    _check_length(query, geometry)
     if geometry.covers_grid:
         return full_attention(query, key, value, scale)
+    if query.device.type == "cpu":
+        return gathered_window_attention(query, key, value, geometry, scale)
+    # NOTE: the CUDA path is tested only through check_compiled_attention on a
+    # GPU machine; the test suite runs the same kernel on the CPU.
+    return flex_window_attention(query, key, value, geometry, scale)
 
+
+def flex_window_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    geometry: WindowGeometry,
+    scale: float | None,
+) -> torch.Tensor:
+    """Window attention with compiled flex attention over tiled tokens, on any device.
+
+    Falls back to ``gathered_window_attention`` for the rest of the process
+    when compilation fails, and logs that once.
+    """
+    _check_length(query, geometry)
     if _compile_failure is None:
         try:
             return _compiled_window_attention(query, key, value, geometry, scale)
@@ -70,6 +91,13 @@ def window_attention(
         except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as error:
             _record_compile_failure(error)
     return gathered_window_attention(query, key, value, geometry, scale)
+
+
+def _check_length(query: torch.Tensor, geometry: WindowGeometry) -> None:
+    if query.shape[-2] != geometry.sequence_length:
+        raise ValueError(
+            f"window attention got {query.shape[-2]} tokens but the geometry has {geometry.sequence_length}"
+        )
 
 
 def gathered_window_attention(
@@ -84,7 +112,7 @@ def gathered_window_attention(
     For each ``QUERY_TILE`` of query positions (all frames), only the keys
     inside the union of their windows are gathered, and SDPA runs with the
     exact boolean mask over that key set. No compiler is needed, and memory
-    stays near ``_FALLBACK_SCORE_ELEMENTS`` scores per SDPA call.
+    stays near ``_GATHERED_SCORE_ELEMENTS`` scores per SDPA call.
     """
     batch_size, heads, _, head_dim = query.shape
     grid = (geometry.num_frames, geometry.height, geometry.width)
@@ -107,7 +135,7 @@ def gathered_window_attention(
             tile_values = values[:, :, :, key_rows, key_columns].flatten(2, 4)
             key_mask = spatial_mask.repeat(1, geometry.num_frames)
 
-            frames_per_call = max(1, _FALLBACK_SCORE_ELEMENTS // (heads * key_mask.numel()))
+            frames_per_call = max(1, _GATHERED_SCORE_ELEMENTS // (heads * key_mask.numel()))
             for frame_start in range(0, geometry.num_frames, frames_per_call):
                 frame_stop = min(frame_start + frames_per_call, geometry.num_frames)
                 tile_queries = queries[:, :, frame_start:frame_stop, y_start:y_stop, x_start:x_stop]

@@ -108,12 +108,24 @@ def test_block_mask_cached_per_geometry_and_device():
 
 
 @pytest.mark.parametrize("name", KERNEL_GEOMETRIES)
-def test_window_attention_matches_dense_sdpa(name):
+def test_flex_attention_matches_dense_sdpa(name):
     geometry = KERNEL_GEOMETRIES[name]
     query, key, value = _qkv(geometry)
-    result = kernels.window_attention(query, key, value, geometry, SCALE)
+    result = kernels.flex_window_attention(query, key, value, geometry, SCALE)
     assert kernels.compiled_attention_failure() is None
     torch.testing.assert_close(result, _dense_reference(geometry, query, key, value), atol=2e-5, rtol=1e-4)
+
+
+def test_window_attention_on_cpu_is_gathered(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("flex attention must not run for CPU tensors")
+
+    monkeypatch.setattr(kernels, "flex_window_attention", fail)
+    geometry = KERNEL_GEOMETRIES["larger-than-window"]
+    query, key, value = _qkv(geometry)
+    result = kernels.window_attention(query, key, value, geometry, SCALE)
+    assert torch.equal(result, kernels.gathered_window_attention(query, key, value, geometry, SCALE))
+    torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
 
 
 @pytest.mark.parametrize("name", ["equal-to-window", "smaller-than-window"])
@@ -129,23 +141,23 @@ def test_window_attention_covering_grid_is_full_attention(name):
 
 
 @pytest.mark.parametrize("name", BLOCK_GEOMETRIES)
-def test_gathered_fallback_matches_dense_sdpa(name):
+def test_gathered_attention_matches_dense_sdpa(name):
     geometry = BLOCK_GEOMETRIES[name]
     query, key, value = _qkv(geometry)
     result = kernels.gathered_window_attention(query, key, value, geometry, SCALE)
     torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
 
 
-def test_gathered_fallback_in_small_chunks(monkeypatch):
+def test_gathered_attention_small_chunks(monkeypatch):
     monkeypatch.setattr(kernels, "QUERY_TILE", (2, 3))
-    monkeypatch.setattr(kernels, "_FALLBACK_SCORE_ELEMENTS", 1000)  # one frame of queries per SDPA call
+    monkeypatch.setattr(kernels, "_GATHERED_SCORE_ELEMENTS", 1000)  # one frame of queries per SDPA call
     geometry = WindowGeometry(3, 9, 13, half_height=2, half_width=3)
     query, key, value = _qkv(geometry)
     result = kernels.gathered_window_attention(query, key, value, geometry, SCALE)
     torch.testing.assert_close(result, _dense_reference(geometry, query, key, value))
 
 
-def test_gathered_fallback_accepts_transposed_inputs():
+def test_gathered_attention_transposed_inputs():
     geometry = KERNEL_GEOMETRIES["larger-than-window"]
     query, key, value = (tensor.transpose(1, 2).contiguous().transpose(1, 2) for tensor in _qkv(geometry))
     assert not query.is_contiguous()
@@ -162,8 +174,8 @@ def test_compile_failure_falls_back_once(monkeypatch, caplog):
     geometry = KERNEL_GEOMETRIES["larger-than-window"]
     query, key, value = _qkv(geometry)
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
-        first = kernels.window_attention(query, key, value, geometry, SCALE)
-        second = kernels.window_attention(query, key, value, geometry, SCALE)
+        first = kernels.flex_window_attention(query, key, value, geometry, SCALE)
+        second = kernels.flex_window_attention(query, key, value, geometry, SCALE)
 
     assert "no C compiler" in kernels.compiled_attention_failure()
     assert len([record for record in caplog.records if "Compiled flex attention failed" in record.message]) == 1
@@ -181,13 +193,13 @@ def test_check_compiled_attention_on_cpu():
 def test_repeated_geometry_compiles_once():
     geometry = KERNEL_GEOMETRIES["larger-than-window"]
     query, key, value = _qkv(geometry)
-    kernels.window_attention(query, key, value, geometry, SCALE)
+    kernels.flex_window_attention(query, key, value, geometry, SCALE)
     compiled_frames = dict(torch._dynamo.utils.counters["frames"])
 
     for heads_seed in range(3):
         generator = torch.Generator().manual_seed(heads_seed)
         fresh = [torch.randn(query.shape, generator=generator) for _ in range(3)]
-        kernels.window_attention(*fresh, geometry, SCALE)
+        kernels.flex_window_attention(*fresh, geometry, SCALE)
 
     assert dict(torch._dynamo.utils.counters["frames"]) == compiled_frames
     assert kernels.compiled_attention_failure() is None

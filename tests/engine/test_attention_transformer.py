@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from freeswim_engine.attention import AttentionMethod, FreeSwimTransformer, freeswim_attention_scale
+from freeswim_engine.attention import AttentionMethod, FreeSwimTransformer, freeswim_attention_scale, kernels, processors
 from freeswim_engine.cache_store import DeviceCacheStore
 from freeswim_engine.errors import InvalidRequestError
 from tests.engine.conftest import TINY_IMAGE_DIM, TINY_LATENT_CHANNELS, TINY_TEXT_DIM, make_embeds
@@ -311,3 +311,14 @@ def test_image_conditioned_large_grid_runs(tiny_wan_i2v_transformer):
                                    image=torch.zeros_like(image))
     assert all(torch.isfinite(step).all() for step in result)
     assert not torch.allclose(result[0], without_image[0])
+
+
+def test_flex_kernel_matches_gathered_in_transformer(tiny_wan_transformer, monkeypatch):
+    """The dual path gives the same prediction with the GPU kernel (compiled flex) as with the CPU one."""
+    inputs = _inputs(LARGE_LATENTS)
+    gathered = _predict_steps(_denoiser(tiny_wan_transformer, "freeswim"), inputs)[:2]
+    monkeypatch.setattr(processors, "window_attention", kernels.flex_window_attention)
+    flex = _predict_steps(_denoiser(tiny_wan_transformer, "freeswim"), inputs)[:2]
+    assert kernels.compiled_attention_failure() is None
+    for step_flex, step_gathered in zip(flex, gathered):
+        torch.testing.assert_close(step_flex, step_gathered, atol=1e-5, rtol=1e-4)
