@@ -121,7 +121,8 @@ class FreeSwimTransformer:
 
         Args:
             latents: ``(1, channels, frames, height, width)`` in latent units, any dtype.
-            timestep: the scheduler's timestep for this step.
+            timestep: the scheduler's timestep for this step: a scalar, or one value
+                per token (shape ``(L,)``) for Wan2.2 TI2V's per-token timesteps.
             step_index: 0-based index of this step in the denoising loop; sets the cache refreshes.
             prompt_embeds: ``(1, 512, text_dim)`` text embeddings of the prompt.
             negative_prompt_embeds: embeddings of the negative prompt; None disables guidance.
@@ -180,7 +181,7 @@ class FreeSwimTransformer:
         with self._cache_context("cond" if is_conditional else "uncond"):
             output = self.transformer(
                 hidden_states=latents,
-                timestep=timestep.expand(batch_size),
+                timestep=_batch_timestep(timestep, batch_size),
                 encoder_hidden_states=embeds,
                 encoder_hidden_states_image=image_embeds,
                 return_dict=False,
@@ -264,6 +265,13 @@ class FreeSwimTransformer:
         self.cache_store.clear()
         self._cached_geometry = None
         self._last_refresh_step = None
+
+
+def _batch_timestep(timestep: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Expand a scalar timestep to ``(batch,)`` and a per-token one to ``(batch, L)``, as diffusers' Wan pipelines do."""
+    if timestep.ndim == 1 and timestep.numel() > 1:
+        return timestep.unsqueeze(0).expand(batch_size, -1)
+    return timestep.expand(batch_size)
 
 
 def _parse_method(method: AttentionMethod | str) -> AttentionMethod:

@@ -322,3 +322,31 @@ def test_flex_kernel_matches_gathered_in_transformer(tiny_wan_transformer, monke
     assert kernels.compiled_attention_failure() is None
     for step_flex, step_gathered in zip(flex, gathered):
         torch.testing.assert_close(step_flex, step_gathered, atol=1e-5, rtol=1e-4)
+
+
+def test_direct_per_token_timesteps(tiny_wan_transformer):
+    inputs = _inputs(LARGE_LATENTS)
+    per_token = torch.full((2 * 9 * 13,), 600.0)
+    per_token[: 9 * 13] = 0.0  # first latent frame already clean, as in Wan2.2 TI2V
+    with torch.no_grad():
+        expected = tiny_wan_transformer(
+            hidden_states=inputs["latents"], timestep=per_token.unsqueeze(0),
+            encoder_hidden_states=inputs["prompt_embeds"], return_dict=False,
+        )[0]
+    denoiser = _denoiser(tiny_wan_transformer, "direct")
+    result = denoiser.predict_noise(inputs["latents"], per_token, step_index=0, prompt_embeds=inputs["prompt_embeds"])
+    assert torch.equal(result, expected)
+
+
+def test_freeswim_per_token_timesteps(tiny_wan_transformer):
+    inputs = _inputs(COVERED_LATENTS)
+    per_token = torch.full((2 * 5 * 7,), 600.0)
+    per_token[: 5 * 7] = 0.0
+    reference = _denoiser(_scaled_reference(tiny_wan_transformer), "direct")
+    expected = reference.predict_noise(inputs["latents"], per_token, step_index=0,
+                                       prompt_embeds=inputs["prompt_embeds"])
+    denoiser = _denoiser(tiny_wan_transformer, "freeswim")
+    with denoiser.installed():
+        result = denoiser.predict_noise(inputs["latents"], per_token, step_index=0,
+                                        prompt_embeds=inputs["prompt_embeds"])
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-4)
