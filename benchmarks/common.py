@@ -143,7 +143,7 @@ def peak_rss_bytes() -> int:
 SMALL_MACHINE_CORES = 4
 
 
-def limit_compile_workers() -> int:
+def limit_compile_workers() -> int | None:
     """Compile Inductor kernels in this process on machines with few cores, and return the setting.
 
     Inductor's default pool of compile worker processes took about two minutes
@@ -155,4 +155,5 @@ def limit_compile_workers() -> int:
 
     if (os.cpu_count() or 1) <= SMALL_MACHINE_CORES:
         inductor_config.compile_threads = 1
-    return int(inductor_config.compile_threads)
+    threads: int | None = inductor_config.compile_threads
+    return threads

@@ -77,7 +77,7 @@ def build_transformer(shape: ModelShape, dtype: torch.dtype, device: torch.devic
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(
+    transformer: Any = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=shape.num_heads,
         attention_head_dim=shape.head_dim,

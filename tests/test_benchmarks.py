@@ -69,6 +69,7 @@ def test_interleaved_times_runs_in_rounds() -> None:
     assert len(times["b"]) == 2
 
 
+@pytest.mark.slow
 def test_window_attention_smoke(tmp_path: Path) -> None:
     record = run_main(window_attention, tmp_path)
     assert_common_fields(record, "window_attention")
