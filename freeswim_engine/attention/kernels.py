@@ -34,6 +34,14 @@ QUERY_TILE = (8, 16)
 # Scores per SDPA call in the gathered path: 2**26 float32 scores are 256 MiB.
 _GATHERED_SCORE_ELEMENTS = 1 << 26
 
+# Errors that mean the compiled kernel is unusable here, as opposed to bad inputs.
+_COMPILE_ERRORS = (
+    RuntimeError,
+    AssertionError,
+    torch._dynamo.exc.TorchDynamoException,
+    torch._dynamo.exc.FailOnRecompileLimitHit,
+)
+
 _compiled_flex: Callable[..., Any] | None = None
 _compile_failure: str | None = None
 _state_lock = threading.Lock()
@@ -88,7 +96,7 @@ def flex_window_attention(
             return _compiled_window_attention(query, key, value, geometry, scale)
         except torch.OutOfMemoryError:
             raise
-        except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as error:
+        except _COMPILE_ERRORS as error:
             _record_compile_failure(error)
     return gathered_window_attention(query, key, value, geometry, scale)
 
@@ -187,7 +195,7 @@ def check_compiled_attention(device: torch.device | str | None = None) -> tuple[
         result = _compiled_window_attention(query, key, value, geometry, scale=None)
     except torch.OutOfMemoryError:
         raise
-    except (RuntimeError, AssertionError, torch._dynamo.exc.TorchDynamoException) as error:
+    except _COMPILE_ERRORS as error:
         return False, f"compiled flex attention failed on {device}: {type(error).__name__}: {error}"
     expected = gathered_window_attention(query, key, value, geometry, scale=None)
     difference = float((result - expected).abs().max())

@@ -203,3 +203,15 @@ def test_repeated_geometry_compiles_once():
 
     assert dict(torch._dynamo.utils.counters["frames"]) == compiled_frames
     assert kernels.compiled_attention_failure() is None
+
+
+def test_recompile_limit_falls_back(monkeypatch):
+    monkeypatch.setattr(kernels, "_compile_failure", None)
+    monkeypatch.setattr(kernels, "_RECOMPILE_LIMIT", 1)
+    for geometry in (WindowGeometry(1, 9, 11, half_height=1, half_width=2),
+                     WindowGeometry(1, 10, 11, half_height=1, half_width=2)):
+        query, key, value = _qkv(geometry)
+        result = kernels.flex_window_attention(query, key, value, geometry, SCALE)
+        torch.testing.assert_close(result, _dense_reference(geometry, query, key, value), atol=2e-5, rtol=1e-4)
+
+    assert "FailOnRecompileLimitHit" in kernels.compiled_attention_failure()
