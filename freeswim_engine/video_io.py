@@ -128,6 +128,8 @@ def write_mp4(
     Raises:
         ExportError: odd frame size, invalid codec, CRF or fps, unwritable folder, full disk or
             ffmpeg failure. No file is left under the final name or the temporary name.
+        TypeError, ValueError: a frame that is not uint8 or not (height, width, 3) like the first,
+            which is a caller's bug rather than a user's input.
     """
     final_path = mp4_path_for(path)
     encoder = _encoder_for(codec)
