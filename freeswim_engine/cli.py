@@ -138,6 +138,10 @@ def _register_builtin_commands() -> None:
     register_subcommand(
         Subcommand("doctor", "check the installation: packages, GPU, memory, ffmpeg, compiled attention", _add_doctor_arguments, _run_doctor)
     )
+    # `plan` and `--dry-run` on render and upscale; cli_plan imports no torch at module level.
+    from freeswim_engine import cli_plan
+
+    cli_plan.register()
 
 
 # ---------------------------------------------------------------------------------------------
