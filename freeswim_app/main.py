@@ -25,7 +25,7 @@ from PySide6.QtCore import QObject, Signal
 from freeswim_app import APP_DISPLAY_NAME, __version__
 from freeswim_app.project import PROJECT_FILE, Project, ProjectCorruptError, ProjectError
 from freeswim_app.queue_model import JobQueue, JobStateError, JobTableModel
-from freeswim_app.settings import AppSettings, SettingsSaveError
+from freeswim_app.settings import ENGINE_CACHE_DIR_ENV, AppSettings, SettingsSaveError, apply_engine_cache_dir
 from freeswim_app.worker import EngineLoader, RenderRunner, load_engine
 from freeswim_engine.logs import APP_NAME, configure_logging
 
@@ -61,10 +61,12 @@ class AppState(QObject):
         self.settings = settings
         self.log_file = log_file
         self._engine_loader = engine_loader
+        self._inherited_cache_dir = os.environ.get(ENGINE_CACHE_DIR_ENV)
         self.project = project
         self.queue = JobQueue(project, self)
         self.model = JobTableModel(self.queue, self)
-        self.runner = RenderRunner(self.queue, engine_loader=engine_loader, want_previews=settings.show_previews)
+        self.runner = RenderRunner(self.queue, engine_loader=engine_loader)
+        self.apply_settings()
         self._remember(project)
 
     @property
@@ -89,11 +91,21 @@ class AppState(QObject):
         self.project = project
         self.queue = JobQueue(project, self)
         self.model = JobTableModel(self.queue, self)
-        self.runner = RenderRunner(
-            self.queue, engine_loader=self._engine_loader, want_previews=self.settings.show_previews
-        )
+        self.runner = RenderRunner(self.queue, engine_loader=self._engine_loader)
+        self.apply_settings()
         self._remember(project)
         self.project_changed.emit()
+
+    def apply_settings(self) -> None:
+        """Pass the settings the runner and the engine read to them; call it after the settings change.
+
+        Jobs that are already running keep the values they started with.
+        """
+        settings = self.settings
+        self.runner.want_previews = settings.show_previews
+        self.runner.preview_every_steps = settings.preview_every_steps
+        self.runner.output_dir = settings.output_dir
+        apply_engine_cache_dir(settings.cache_dir, self._inherited_cache_dir)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
         """Interrupt the running job, stop the engine thread and save the settings.

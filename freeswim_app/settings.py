@@ -19,11 +19,13 @@ import platformdirs
 from freeswim_app.project import write_json_atomic
 from freeswim_engine.errors import FreeSwimError
 from freeswim_engine.logs import APP_NAME
+from freeswim_engine.request import DTYPES
 
 logger = logging.getLogger(__name__)
 
 CONFIG_DIR_ENV = "FREESWIM_CONFIG_DIR"
 DATA_DIR_ENV = "FREESWIM_DATA_DIR"
+ENGINE_CACHE_DIR_ENV = "FREESWIM_CACHE_DIR"  # the engine's cache folder (demo_model.cache_root)
 SETTINGS_FILE = "settings.json"
 MAX_RECENT_PROJECTS = 10
 
@@ -55,7 +57,16 @@ class AppSettings:
     recent_projects: list[str] = dataclasses.field(default_factory=list)  # folders, most recent first
     default_model: str = "demo"  # model of new jobs in new projects
     device: str = "auto"  # RenderRequest.device of new jobs: auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # RenderRequest.dtype of new jobs: auto | float32 | bfloat16
+    # Folder that receives a copy of each finished MP4 and its JSON sidecar. The project keeps
+    # its own copy in outputs/. None: no copy.
+    output_dir: Path | None = None
+    # The engine's cache folder, which contains the demo model. None: the platform's user cache folder.
+    # NOTE: the disk cross-attention cache does not use it yet, because the engine's render()
+    # takes no scratch folder.
+    cache_dir: Path | None = None
     show_previews: bool = True  # ask the engine for preview frames while rendering
+    preview_every_steps: int = 1  # denoising steps between two previews sent to the window; >= 1
     # Opaque strings the widgets store, for example base64 window geometry, keyed by the widget's name.
     ui_state: dict[str, str] = dataclasses.field(default_factory=dict)
     path: Path | None = dataclasses.field(default=None, compare=False)  # where load() read the file
@@ -87,8 +98,15 @@ class AppSettings:
             self.default_model = data["default_model"]
         if isinstance(data.get("device"), str):
             self.device = data["device"]
+        if data.get("dtype") in DTYPES:
+            self.dtype = data["dtype"]
+        self.output_dir = _folder_or_none(data.get("output_dir"))
+        self.cache_dir = _folder_or_none(data.get("cache_dir"))
         if isinstance(data.get("show_previews"), bool):
             self.show_previews = data["show_previews"]
+        every = data.get("preview_every_steps")
+        if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+            self.preview_every_steps = every
         ui_state = data.get("ui_state")
         if isinstance(ui_state, dict):
             self.ui_state = {str(k): v for k, v in ui_state.items() if isinstance(v, str)}
@@ -98,7 +116,11 @@ class AppSettings:
             "recent_projects": list(self.recent_projects),
             "default_model": self.default_model,
             "device": self.device,
+            "dtype": self.dtype,
+            "output_dir": str(self.output_dir) if self.output_dir else None,
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
             "show_previews": self.show_previews,
+            "preview_every_steps": self.preview_every_steps,
             "ui_state": dict(self.ui_state),
         }
 
@@ -124,3 +146,25 @@ class AppSettings:
     @property
     def last_project(self) -> Path | None:
         return Path(self.recent_projects[0]) if self.recent_projects else None
+
+
+def _folder_or_none(value: Any) -> Path | None:
+    # A missing key, null or an empty string all mean "not set".
+    if isinstance(value, str) and value.strip():
+        return Path(value.strip()).expanduser()
+    return None
+
+
+def apply_engine_cache_dir(cache_dir: Path | None, inherited: str | None) -> None:
+    """Point the engine's cache folder (FREESWIM_CACHE_DIR) at ``cache_dir``.
+
+    ``None`` restores ``inherited``, the value the process started with, or removes the
+    variable so that the engine falls back to the platform's user cache folder. The engine
+    reads the variable at each use, so the change applies to the next render.
+    """
+    if cache_dir is not None:
+        os.environ[ENGINE_CACHE_DIR_ENV] = str(cache_dir)
+    elif inherited is not None:
+        os.environ[ENGINE_CACHE_DIR_ENV] = inherited
+    else:
+        os.environ.pop(ENGINE_CACHE_DIR_ENV, None)

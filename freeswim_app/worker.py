@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -51,6 +53,8 @@ class RenderTask(NamedTuple):
     work_dir: str  # the job's folder for stage-1 intermediates
     outputs_dir: str  # where the MP4 goes when the request names no output_path
     want_previews: bool
+    preview_every_steps: int = 1  # send the previews of every Nth denoising step and of the last one
+    copy_dir: str | None = None  # folder that also receives the finished MP4 and its sidecar
 
 
 class ProgressMessage(NamedTuple):
@@ -160,6 +164,11 @@ class EngineWorker(QObject):
         else:
             result = api.render(request, callbacks, work_dir=work_dir)
         logger.info("Job %s: wrote %s in %.1f s", task.job_id, result.output_path, result.seconds)
+        warnings = list(result.warnings)
+        if task.copy_dir:
+            copy_warning = copy_output(Path(result.output_path), Path(result.sidecar_path), Path(task.copy_dir))
+            if copy_warning:
+                warnings.append(copy_warning)
 
         resolved = jsonable(result.request.to_dict())
         thumbnail = write_thumbnail(Path(result.output_path), work_dir / THUMBNAIL_FILE, resolved)
@@ -171,7 +180,7 @@ class EngineWorker(QObject):
             seed=result.seed,
             peak_memory_bytes=result.peak_memory_bytes,
             seconds=result.seconds,
-            warnings=list(result.warnings),
+            warnings=warnings,
             plan_summary=result.plan_summary,
             resolved_request=resolved,
         )
@@ -179,6 +188,7 @@ class EngineWorker(QObject):
 
     def _callbacks(self, api: ModuleType, task: RenderTask) -> Any:
         clock = _StageClock()
+        every = max(1, task.preview_every_steps)
 
         def on_stage(stage: Any) -> None:
             clock.start(str(_value(stage)))
@@ -186,9 +196,13 @@ class EngineWorker(QObject):
 
         def on_progress(stage: Any, step: int, total: int) -> None:
             eta = clock.estimate(str(_value(stage)), step, total)
+            clock.step, clock.total = step, total
             self.progress_changed.emit(ProgressMessage(task.job_id, str(_value(stage)), step, total, eta))
 
         def on_preview(stage: Any, frames: numpy.ndarray) -> None:
+            # The engine reports a step's progress before its preview, so the clock holds this step.
+            if clock.step % every != 0 and clock.step != clock.total:
+                return
             self.preview_ready.emit(PreviewMessage(task.job_id, str(_value(stage)), preview_frames(frames)))
 
         def should_cancel() -> bool:
@@ -208,10 +222,13 @@ class _StageClock:
     def __init__(self) -> None:
         self.stage: str | None = None
         self.started_at = time.monotonic()
+        self.step = 0  # last step reported in the current stage
+        self.total = 0
 
     def start(self, stage: str) -> None:
         self.stage = stage
         self.started_at = time.monotonic()
+        self.step = self.total = 0
 
     def estimate(self, stage: str, step: int, total: int) -> float | None:
         if stage != self.stage:
@@ -243,6 +260,31 @@ def output_path_for(outputs_dir: Path, job_id: str, prompt: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].rstrip("-") or "video"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return outputs_dir / f"{stamp}-{slug}-{job_id[:8]}.mp4"
+
+
+def copy_output(video: Path, sidecar: Path | None, folder: Path) -> str | None:
+    """Copy a finished MP4 and its JSON sidecar into ``folder`` and return a warning when that failed, else None.
+
+    Each file is written under a temporary name and renamed, so the folder never shows a
+    partial video. A failed copy leaves the render done, because the project keeps its own MP4.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in (video, sidecar):
+            if source is None or not source.is_file():
+                continue
+            target = folder / source.name
+            partial = folder / f".{source.name}.partial"
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+    except OSError as error:
+        logger.warning("Copying %s to the output folder %s failed: %s", video, folder, error)
+        return (
+            f"Copying the video to the output folder {folder} failed: {error}. The video is in {video}; "
+            "choose a writable output folder in Settings."
+        )
+    logger.info("Copied %s to the output folder %s", video.name, folder)
+    return None
 
 
 def write_thumbnail(video: Path, target: Path, request: dict[str, Any]) -> Path | None:
@@ -295,11 +337,16 @@ class RenderRunner(QObject):
         *,
         engine_loader: EngineLoader = load_engine,
         want_previews: bool = True,
+        preview_every_steps: int = 1,
+        output_dir: Path | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._queue = queue
+        # Read when a job starts, so changes apply from the next job on.
         self.want_previews = want_previews
+        self.preview_every_steps = preview_every_steps
+        self.output_dir = output_dir  # also receives each finished MP4; None: no copy
         self._current_job_id: str | None = None
         self._is_shut_down = False
         self._dispatch_scheduled = False
@@ -403,6 +450,8 @@ class RenderRunner(QObject):
             work_dir=str(project.job_dir(job.id)),
             outputs_dir=str(project.outputs_dir),
             want_previews=self.want_previews,
+            preview_every_steps=max(1, self.preview_every_steps),
+            copy_dir=str(self.output_dir) if self.output_dir else None,
         )
         self._queue.mark_running(job.id, time.time())
         logger.info("Starting %s", job.describe())

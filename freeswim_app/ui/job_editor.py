@@ -228,6 +228,15 @@ class JobEditor(QWidget):
         box.addItem(self.tr("Browse for a model folder..."), BROWSE_MODEL)
         box.blockSignals(False)
 
+    def refresh_models(self) -> None:
+        """List the models again, for example after the engine's cache folder changed; keeps the selection."""
+        current = self.current_model()
+        self._populate_models()
+        self.model_box.blockSignals(True)
+        self._select_model(current)
+        self.model_box.blockSignals(False)
+        self._on_changed()
+
     def _build_size(self) -> None:
         self.resolution_box = QComboBox()
         for name, width, height in RESOLUTION_PRESETS:
@@ -435,6 +444,12 @@ class JobEditor(QWidget):
         index = box.findData(data)
         if index >= 0:
             box.setCurrentIndex(index)
+
+    def set_runtime_defaults(self, device: str, dtype: str) -> None:
+        """Set the device and dtype of the jobs the form adds; they have no row in the form."""
+        self._base_request["device"] = device
+        self._base_request["dtype"] = dtype
+        self._on_changed()
 
     # -- editing jobs ----------------------------------------------------------
 

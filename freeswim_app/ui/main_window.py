@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from freeswim_app import APP_DISPLAY_NAME
 from freeswim_app.jobs import Job, JobState
 from freeswim_app.project import ProjectCorruptError, ProjectError
+from freeswim_app.ui import engine_info
 from freeswim_app.ui.about_dialog import AboutDialog
 from freeswim_app.ui.export_dialog import ExportDialog
 from freeswim_app.ui.job_editor import JobEditor
@@ -219,10 +220,8 @@ class MainWindow(QMainWindow):
         self._report_recovered_jobs()
 
     def _new_job_defaults(self) -> dict[str, Any]:
-        defaults: dict[str, Any] = {"model": getattr(self.state.settings, "default_model", "demo")}
-        device = getattr(self.state.settings, "device", None)
-        if device:
-            defaults["device"] = device
+        settings = self.state.settings
+        defaults: dict[str, Any] = {"model": settings.default_model, "device": settings.device, "dtype": settings.dtype}
         defaults.update(self.state.project.settings.default_request)
         return defaults
 
@@ -418,7 +417,12 @@ class MainWindow(QMainWindow):
     def show_settings(self) -> None:
         dialog = SettingsDialog(self.state.settings, self)
         if dialog.exec():
-            self.state.runner.want_previews = bool(getattr(self.state.settings, "show_previews", True))
+            self.state.apply_settings()
+            engine_info.model_info.cache_clear()  # the demo model's install state follows the cache folder
+            self.editor.refresh_models()
+            if self.editor.editing_job_id() is None:
+                defaults = self._new_job_defaults()
+                self.editor.set_runtime_defaults(defaults["device"], defaults["dtype"])
 
     # -- help menu -------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self._readers: dict[str, Callable[[], Any]] = {}
         self.editors: dict[str, QWidget] = {}
+        self.notes: dict[str, QLabel] = {}
         form = QFormLayout()
         available = {field.name for field in dataclasses.fields(settings)}
         for field in SETTING_FIELDS:
@@ -71,6 +72,12 @@ class SettingsDialog(QDialog):
                 editor = self._build_editor(field, getattr(settings, field.name))
                 editor.setToolTip(help_text)
                 form.addRow(caption, editor)
+                if field.kind == "folder":  # what an empty folder means is not obvious, so it is shown
+                    note = QLabel(help_text)
+                    note.setWordWrap(True)
+                    note.setObjectName("settingNote")
+                    self.notes[field.name] = note
+                    form.addRow("", note)
         self.error_label = QLabel()
         self.error_label.setObjectName("fieldError")
         self.error_label.setWordWrap(True)
@@ -89,10 +96,22 @@ class SettingsDialog(QDialog):
             "default_model": (self.tr("Default model"), self.tr("Model of new jobs in new projects")),
             "device": (self.tr("Device"), self.tr("Where new jobs render: auto picks the first CUDA GPU, else the CPU")),
             "dtype": (self.tr("Transformer dtype"), self.tr("auto uses bfloat16 on GPUs that support it, else float32")),
-            "output_dir": (self.tr("Output folder"), self.tr("Where finished MP4s go; empty uses the project's outputs folder")),
-            "cache_dir": (self.tr("Cache folder"), self.tr("Where the cross-attention cache spills to disk when memory is short")),
+            "output_dir": (
+                self.tr("Output folder"),
+                self.tr(
+                    "Each finished MP4 and its settings JSON are also copied here. The project keeps its own "
+                    "copy in its outputs folder. Empty: no copy."
+                ),
+            ),
+            "cache_dir": (
+                self.tr("Cache folder"),
+                self.tr("Where the engine keeps the demo model. Empty uses the user cache folder."),
+            ),
             "show_previews": (self.tr("Live previews"), self.tr("Show decoded previews of the latents while a job renders")),
-            "preview_every_steps": (self.tr("Preview every"), self.tr("Denoising steps between two live previews")),
+            "preview_every_steps": (
+                self.tr("Preview every"),
+                self.tr("Denoising steps between two live previews; the last step of a stage is always shown"),
+            ),
         }
         return captions.get(name, (name, ""))
 
@@ -149,6 +168,16 @@ class SettingsDialog(QDialog):
             self.error_label.setText(self.tr("The default model and the device cannot be empty."))
             self.error_label.show()
             return
+        for name in ("output_dir", "cache_dir"):
+            folder = values.get(name)
+            if folder is not None and folder.exists() and not folder.is_dir():
+                self.error_label.setText(
+                    self.tr("{folder} is a file, not a folder. Choose a folder, or leave the field empty.").format(
+                        folder=folder
+                    )
+                )
+                self.error_label.show()
+                return
         previous = {name: getattr(self.settings, name) for name in values}
         for name, value in values.items():
             setattr(self.settings, name, value)

@@ -653,3 +653,72 @@ def test_settings_save_error(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsSaveError, match="FREESWIM_CONFIG_DIR"):
         settings.save()
+
+
+def test_settings_file_without_new_keys_loads(isolated_user_folders: Path) -> None:
+    # A settings file written before dtype, the folders and the preview interval existed.
+    path = config_dir() / "settings.json"
+    path.parent.mkdir(parents=True)
+    old = {"recent_projects": [], "default_model": "demo", "device": "cpu", "show_previews": False, "ui_state": {}}
+    path.write_text(json.dumps(old))
+
+    settings = AppSettings.load()
+
+    assert settings.device == "cpu"
+    assert settings.show_previews is False
+    assert settings.dtype == "auto"
+    assert settings.output_dir is None
+    assert settings.cache_dir is None
+    assert settings.preview_every_steps == 1
+
+
+def test_settings_new_fields_round_trip(isolated_user_folders: Path, tmp_path: Path) -> None:
+    settings = AppSettings.load()
+    settings.dtype = "bfloat16"
+    settings.output_dir = tmp_path / "videos"
+    settings.cache_dir = tmp_path / "scratch"
+    settings.preview_every_steps = 5
+    settings.save()
+
+    loaded = AppSettings.load()
+
+    assert loaded.dtype == "bfloat16"
+    assert loaded.output_dir == tmp_path / "videos"
+    assert loaded.cache_dir == tmp_path / "scratch"
+    assert loaded.preview_every_steps == 5
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"dtype": "float16", "output_dir": 3, "cache_dir": "", "preview_every_steps": 0},
+        {"dtype": None, "output_dir": "  ", "cache_dir": ["x"], "preview_every_steps": True},
+        {"preview_every_steps": "2"},
+    ],
+)
+def test_settings_invalid_new_fields_default(isolated_user_folders: Path, values: dict) -> None:
+    path = config_dir() / "settings.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"device": "cuda", **values}))
+
+    settings = AppSettings.load()
+
+    assert settings.device == "cuda"
+    assert settings.dtype == "auto"
+    assert settings.output_dir is None
+    assert settings.cache_dir is None
+    assert settings.preview_every_steps == 1
+
+
+def test_engine_cache_dir_set_and_restored(tmp_path: Path) -> None:
+    from freeswim_app.settings import ENGINE_CACHE_DIR_ENV, apply_engine_cache_dir
+    from freeswim_engine.demo_model import cache_root
+
+    apply_engine_cache_dir(tmp_path / "scratch", inherited="/inherited")
+    assert cache_root() == tmp_path / "scratch"
+
+    apply_engine_cache_dir(None, inherited="/inherited")
+    assert os.environ[ENGINE_CACHE_DIR_ENV] == "/inherited"
+
+    apply_engine_cache_dir(None, inherited=None)
+    assert ENGINE_CACHE_DIR_ENV not in os.environ

@@ -145,3 +145,39 @@ def test_log_handler_delivers_in_gui_thread(qtbot) -> None:
     qtbot.waitUntil(lambda: "engine thread" in panel.text_view.toPlainText(), timeout=30000)
     assert delivered_in == [True]
     panel.detach()
+
+
+def test_settings_dialog_shows_new_fields(qtbot, tmp_path: Path) -> None:
+    settings = AppSettings(path=tmp_path / "settings.json", preview_every_steps=3)
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    for name in ("dtype", "output_dir", "cache_dir", "preview_every_steps"):
+        assert name in dialog.editors, name
+    assert dialog.editors["preview_every_steps"].value() == 3
+    assert dialog.editors["preview_every_steps"].minimum() == 1
+    assert "copied" in dialog.notes["output_dir"].text()
+
+    dialog.editors["dtype"].setCurrentText("float32")
+    dialog.editors["output_dir"].setText(str(tmp_path / "videos"))
+    dialog.editors["cache_dir"].setText("")
+    dialog.editors["preview_every_steps"].setValue(4)
+    dialog.accept()
+
+    reloaded = AppSettings.load(tmp_path / "settings.json")
+    assert reloaded.dtype == "float32"
+    assert reloaded.output_dir == tmp_path / "videos"
+    assert reloaded.cache_dir is None
+    assert reloaded.preview_every_steps == 4
+
+
+def test_settings_dialog_rejects_file_as_folder(qtbot, tmp_path: Path) -> None:
+    settings = AppSettings(path=tmp_path / "settings.json")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.editors["output_dir"].setText(str(blocker))
+    dialog.accept()
+    assert settings.output_dir is None
+    assert "not a folder" in dialog.error_label.text()
+    assert not (tmp_path / "settings.json").exists()

@@ -151,6 +151,34 @@ def test_editor_add_puts_job_in_queue(qtbot, tmp_path: Path, settings: AppSettin
     window.state.shutdown()
 
 
+def test_new_jobs_use_settings_device_and_dtype(qtbot, tmp_path: Path, settings: AppSettings, monkeypatch) -> None:
+    settings.device = "cpu"
+    settings.dtype = "float32"
+    window = make_window(qtbot, tmp_path, settings, FakeEngine())
+    request = window.editor.request_dict()
+    assert request["device"] == "cpu"
+    assert request["dtype"] == "float32"
+
+    class AcceptingDialog:
+        def __init__(self, app_settings: AppSettings, parent: object) -> None:
+            self.settings = app_settings
+
+        def exec(self) -> int:
+            self.settings.dtype = "bfloat16"
+            self.settings.preview_every_steps = 3
+            return 1
+
+    monkeypatch.setattr("freeswim_app.ui.main_window.SettingsDialog", AcceptingDialog)
+    window.editor.prompt_edit.setPlainText("kept after the settings change")
+    window.show_settings()
+
+    request = window.editor.request_dict()
+    assert request["dtype"] == "bfloat16"
+    assert request["prompt"] == "kept after the settings change"
+    assert window.state.runner.preview_every_steps == 3
+    window.state.shutdown()
+
+
 def test_edit_queued_job_through_editor(qtbot, tmp_path: Path, settings: AppSettings) -> None:
     window = make_window(qtbot, tmp_path, settings, FakeEngine(), jobs=1)
     job = window.state.queue.job_at(0)

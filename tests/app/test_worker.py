@@ -222,6 +222,92 @@ def test_progress_and_preview_on_gui_thread(
     assert previews[0].frames.shape == (2, 8, 8, 3)
 
 
+@pytest.mark.parametrize(("every", "show", "expected"), [(1, True, 5), (2, True, 3), (5, True, 1), (2, False, 0)])
+def test_previews_follow_settings(
+    qtbot: QtBot, queue: JobQueue, make_runner, every: int, show: bool, expected: int
+) -> None:
+    engine = ScriptedEngine(steps=5)
+    runner = make_runner(engine)
+    runner.preview_every_steps = every
+    runner.want_previews = show
+    previews: list[PreviewMessage] = []
+    runner.preview_ready.connect(previews.append)
+    queue.add(small_request("previews"))
+
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+
+    # Steps 1 to 5: every Nth step, and always the last one.
+    assert len(previews) == expected
+
+
+def test_output_folder_gets_copy(
+    qtbot: QtBot, queue: JobQueue, scripted_engine: ScriptedEngine, make_runner, tmp_path: Path
+) -> None:
+    runner = make_runner(scripted_engine)
+    runner.output_dir = tmp_path / "videos"
+    job = queue.add(small_request("copied"))
+
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+
+    output = job.result.output_path
+    assert job.state is JobState.DONE
+    assert output is not None and output.parent == queue.project.outputs_dir
+    copy = tmp_path / "videos" / output.name
+    assert copy.read_bytes() == output.read_bytes()
+    assert (tmp_path / "videos" / job.result.sidecar_path.name).is_file()
+    assert not list((tmp_path / "videos").glob(".*partial"))
+    assert job.result.warnings == []
+
+
+def test_output_folder_failure_warns(
+    qtbot: QtBot, queue: JobQueue, scripted_engine: ScriptedEngine, make_runner, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    runner = make_runner(scripted_engine)
+    runner.output_dir = blocker
+    job = queue.add(small_request("not copied"))
+
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+
+    assert job.state is JobState.DONE
+    assert job.result.output_path is not None and job.result.output_path.is_file()
+    assert len(job.result.warnings) == 1
+    assert str(blocker) in job.result.warnings[0]
+
+
+def test_app_state_applies_settings(qtbot: QtBot, project: Project, scripted_engine: ScriptedEngine, tmp_path: Path) -> None:
+    import os
+
+    from freeswim_app.settings import ENGINE_CACHE_DIR_ENV
+
+    settings = AppSettings(
+        path=tmp_path / "settings.json",
+        show_previews=False,
+        preview_every_steps=4,
+        output_dir=tmp_path / "videos",
+        cache_dir=tmp_path / "cache",
+    )
+    inherited = os.environ.get(ENGINE_CACHE_DIR_ENV)
+    state = AppState(project, settings, engine_loader=scripted_engine.loader())
+    try:
+        assert state.runner.want_previews is False
+        assert state.runner.preview_every_steps == 4
+        assert state.runner.output_dir == tmp_path / "videos"
+        assert os.environ[ENGINE_CACHE_DIR_ENV] == str(tmp_path / "cache")
+
+        settings.cache_dir = None
+        settings.preview_every_steps = 2
+        state.apply_settings()
+        assert state.runner.preview_every_steps == 2
+        assert os.environ.get(ENGINE_CACHE_DIR_ENV) == inherited
+    finally:
+        assert state.shutdown(timeout_s=30)
+
+
 def test_shutdown_during_render(qtbot: QtBot, qtlog, queue: JobQueue, gated_engine: ScriptedEngine) -> None:
     runner = RenderRunner(queue, engine_loader=gated_engine.loader())
     job = queue.add(small_request("interrupted"))
