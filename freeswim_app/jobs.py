@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any, TypeVar
 
+from PySide6.QtCore import QCoreApplication
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,16 @@ class JobState(str, enum.Enum):
 
     @property
     def label(self) -> str:
-        return self.value.capitalize()
+        """The state's display name, translated in the Qt context "JobState"."""
+        labels = {
+            JobState.QUEUED: QCoreApplication.translate("JobState", "Queued"),
+            JobState.RUNNING: QCoreApplication.translate("JobState", "Running"),
+            JobState.DONE: QCoreApplication.translate("JobState", "Done"),
+            JobState.FAILED: QCoreApplication.translate("JobState", "Failed"),
+            JobState.CANCELLED: QCoreApplication.translate("JobState", "Cancelled"),
+            JobState.INTERRUPTED: QCoreApplication.translate("JobState", "Interrupted"),
+        }
+        return labels[self]
 
 
 class JobKind(str, enum.Enum):

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import (
+    QT_TRANSLATE_NOOP,
     QAbstractTableModel,
     QByteArray,
+    QCoreApplication,
     QMimeData,
     QModelIndex,
     QObject,
@@ -395,12 +397,25 @@ class JobRole(enum.IntEnum):
     KIND = Qt.ItemDataRole.UserRole + 6  # JobKind
 
 
+# Source texts of the Qt translation context "JobTableModel", translated when shown.
+# QT_TRANSLATE_NOOP marks them for pyside6-lupdate.
 _HEADERS = {
     JobColumn.THUMBNAIL: "",
-    JobColumn.PROMPT: "Prompt",
-    JobColumn.SIZE: "Size",
-    JobColumn.STATE: "State",
-    JobColumn.PROGRESS: "Progress",
+    JobColumn.PROMPT: QT_TRANSLATE_NOOP("JobTableModel", "Prompt"),
+    JobColumn.SIZE: QT_TRANSLATE_NOOP("JobTableModel", "Size"),
+    JobColumn.STATE: QT_TRANSLATE_NOOP("JobTableModel", "State"),
+    JobColumn.PROGRESS: QT_TRANSLATE_NOOP("JobTableModel", "Progress"),
+}
+
+# Keys are freeswim_engine.api.Stage values; a stage missing here shows the engine's English label.
+_STAGE_LABELS = {
+    "loading": QT_TRANSLATE_NOOP("JobTableModel", "Loading model"),
+    "encoding-prompt": QT_TRANSLATE_NOOP("JobTableModel", "Encoding prompt"),
+    "stage1": QT_TRANSLATE_NOOP("JobTableModel", "Stage 1: base video"),
+    "upsampling": QT_TRANSLATE_NOOP("JobTableModel", "Upsampling"),
+    "stage2": QT_TRANSLATE_NOOP("JobTableModel", "Stage 2: refining"),
+    "decoding": QT_TRANSLATE_NOOP("JobTableModel", "Decoding"),
+    "exporting": QT_TRANSLATE_NOOP("JobTableModel", "Exporting"),
 }
 
 
@@ -448,9 +463,12 @@ class JobTableModel(QAbstractTableModel):
     def headerData(  # noqa: N802
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return _HEADERS.get(JobColumn(section), "") if 0 <= section < len(JobColumn) else None
-        return None
+        if orientation != Qt.Orientation.Horizontal or role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if not 0 <= section < len(JobColumn):
+            return None
+        text = str(_HEADERS[JobColumn(section)])
+        return QCoreApplication.translate("JobTableModel", text) if text else ""
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._ids):
@@ -580,13 +598,15 @@ class JobTableModel(QAbstractTableModel):
 
     def _display_text(self, job: Job, column: JobColumn) -> str | None:
         if column is JobColumn.PROMPT:
-            return f"Upscale: {job.prompt}" if job.kind is JobKind.UPSCALE else job.prompt
+            if job.kind is JobKind.UPSCALE:
+                return QCoreApplication.translate("JobTableModel", "Upscale: {prompt}").format(prompt=job.prompt)
+            return job.prompt
         if column is JobColumn.SIZE:
             size = job.size
             return f"{size[0]}x{size[1]}" if size else ""
         if column is JobColumn.STATE:
             if job.state is JobState.RUNNING and self._queue.is_cancel_requested(job.id):
-                return "Cancelling"
+                return QCoreApplication.translate("JobTableModel", "Cancelling")
             return job.state.label
         if column is JobColumn.PROGRESS:
             return progress_text(job)
@@ -620,18 +640,30 @@ def progress_text(job: Job) -> str:
     if job.state is JobState.RUNNING:
         progress = job.progress
         if progress.stage is None:
-            return "Starting"
-        text = stage_label(progress.stage)
+            return QCoreApplication.translate("JobTableModel", "Starting")
+        text = translated_stage_label(progress.stage)
         if progress.total > 0:
             text += f" {progress.step}/{progress.total}"
         if progress.eta_seconds is not None and progress.step > 0:
-            text += f", about {format_duration(progress.eta_seconds)} left"
+            text += QCoreApplication.translate("JobTableModel", ", about {duration} left").format(
+                duration=format_duration(progress.eta_seconds)
+            )
         return text
     if job.state is JobState.DONE and job.result.seconds is not None:
-        return f"Done in {format_duration(job.result.seconds)}"
+        return QCoreApplication.translate("JobTableModel", "Done in {duration}").format(
+            duration=format_duration(job.result.seconds)
+        )
     if job.error:
         return job.error.splitlines()[0]
     return ""
+
+
+def translated_stage_label(stage: str) -> str:
+    """Return the translated display name of an engine stage value, for example ``Stage 2: refining``."""
+    text = _STAGE_LABELS.get(stage)
+    if text is None:
+        return stage_label(stage)
+    return QCoreApplication.translate("JobTableModel", str(text))
 
 
 def format_duration(seconds: float) -> str:

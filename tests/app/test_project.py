@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QCoreApplication, QModelIndex, Qt, QTranslator
 from pytestqt.qtbot import QtBot
 
 from freeswim_app.demo_project import DEMO_PROMPTS, open_demo_project
@@ -510,6 +512,68 @@ def test_model_progress_text(project: Project) -> None:
 
     assert "12/35" in text
     assert "1:05" in text
+
+
+class UpperCaseTranslator(QTranslator):
+    """Translates the texts of the given contexts to upper case, keeping {placeholders}, and records the requests."""
+
+    def __init__(self, contexts: set[str]) -> None:
+        super().__init__()
+        self.contexts = contexts
+        self.requested: set[tuple[str, str]] = set()
+
+    def translate(self, context, source_text, disambiguation=None, n=-1):  # noqa: ANN001 (Qt override)
+        self.requested.add((context, source_text))
+        if context not in self.contexts:
+            return ""
+        return re.sub(r"[^{}]+(?![^{]*})", lambda match: match.group(0).upper(), source_text)
+
+    def isEmpty(self) -> bool:  # noqa: N802 (Qt override)
+        return False
+
+
+@pytest.fixture
+def upper_case_translator(qapp) -> Iterator[UpperCaseTranslator]:
+    translator = UpperCaseTranslator({"JobTableModel", "JobState"})
+    QCoreApplication.installTranslator(translator)
+    yield translator
+    QCoreApplication.removeTranslator(translator)
+
+
+def test_model_texts_are_translated(project: Project, upper_case_translator: UpperCaseTranslator) -> None:
+    queue = JobQueue(project)
+    model = JobTableModel(queue)
+    queued = queue.add({"prompt": "a fox", "width": 448, "height": 256})
+    running = queue.add({"prompt": "a heron"})
+    queue.mark_running(running.id, 0.0)
+    queue.update_progress(running.id, JobProgress("stage2", 12, 35, 65.0))
+
+    headers = [model.headerData(column, Qt.Orientation.Horizontal) for column in JobColumn]
+
+    assert headers == ["", "PROMPT", "SIZE", "STATE", "PROGRESS"]
+    assert model.data(model.index(0, JobColumn.STATE)) == "QUEUED"
+    assert model.data(model.index(0, JobColumn.PROMPT)) == "a fox"
+    assert model.data(model.index(1, JobColumn.STATE)) == "RUNNING"
+    assert model.data(model.index(1, JobColumn.PROGRESS)) == "STAGE 2: REFINING 12/35, ABOUT 1:05 LEFT"
+    queue.cancel(running.id)
+    assert model.data(model.index(1, JobColumn.STATE)) == "CANCELLING"
+
+
+def test_model_upscale_and_done_translated(project: Project, upper_case_translator: UpperCaseTranslator) -> None:
+    queue = JobQueue(project)
+    model = JobTableModel(queue)
+    job = queue.add({"prompt": "a fox"}, kind=JobKind.UPSCALE)
+    queue.mark_done(job.id, JobResult(seconds=65.0), 0.0)
+
+    assert model.data(model.index(0, JobColumn.PROMPT)) == "UPSCALE: a fox"
+    assert model.data(model.index(0, JobColumn.PROGRESS)) == "DONE IN 1:05"
+    assert model.data(model.index(0, JobColumn.STATE)) == "DONE"
+
+
+def test_state_labels_use_job_state_context(upper_case_translator: UpperCaseTranslator) -> None:
+    for state in JobState:
+        assert state.label == state.value.upper()
+        assert ("JobState", state.value.capitalize()) in upper_case_translator.requested
 
 
 def test_model_drop_reorders(project: Project) -> None:
