@@ -64,7 +64,7 @@ class RenderCallbacks:
 
 @dataclasses.dataclass
 class RenderResult:
-    """What a finished render produced."""
+    """Outputs and resolved settings of a finished render."""
 
     output_path: Path
     sidecar_path: Path

@@ -22,7 +22,7 @@ LATENTS_FORMAT_VERSION = 1
 def save_latents(path: Path, latents: torch.Tensor, metadata: dict[str, Any]) -> Path:
     """Save float32 latents with JSON-ready ``metadata`` (model, size, fps, settings) to ``path`` with torch.save.
 
-    The file is written under a temporary name and renamed, so ``path`` never holds a partial file.
+    The file is written under a temporary name and renamed, so ``path`` never contains a partial file.
     """
     record = {
         "format": LATENTS_FORMAT,

@@ -47,7 +47,7 @@ MAX_LOADED_PIPELINES = 1
 
 
 class ModelSource(str, enum.Enum):
-    """Where a model's files come from."""
+    """Origin of a model's files."""
 
     DEMO = "demo"  # built in code and cached under the engine's cache folder
     HUB_CACHE = "hub-cache"  # a snapshot in the Hugging Face cache
@@ -72,7 +72,7 @@ class ModelInfo:
 
     @property
     def tokenizer_path(self) -> Path | None:
-        """Tokenizer folder, for counting prompt tokens; None until the model is installed."""
+        """Tokenizer folder, for counting prompt tokens, or None while the model is not installed."""
         if self.path is None or not self.is_installed:
             return None
         return self.path / "tokenizer"
@@ -239,7 +239,7 @@ def _matching_preset(architecture: TransformerArchitecture, folder: Path) -> Mod
         if all(getattr(preset.transformer, key) == getattr(architecture, key) for key in keys):
             return preset
     fallback = PRESETS["wan2.1-t2v-1.3b"]
-    # NOTE: a checkpoint of a new layout gets 1.3B's native size; pass base_width/base_height to correct it.
+    # NOTE: a checkpoint of a new layout gets 1.3B's native size, which may be wrong. Pass base_width/base_height.
     logger.warning(
         "The transformer in %s matches no preset; assuming a native size of %dx%d",
         folder,
@@ -373,7 +373,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         with path.open(encoding="utf-8") as stream:
             data = json.load(stream)
     except (OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"Cannot read {path}: {error}. Re-download or re-save the model.") from error
+        raise ModelLoadError(f"Failed to read {path}: {error}. Re-download or re-save the model.") from error
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} does not contain a JSON object. Re-download or re-save the model.")
     return data
@@ -477,7 +477,10 @@ def _load_pipeline(folder: Path, device: torch.device, transformer_dtype: torch.
             folder, vae=vae, transformer=transformer, text_encoder=text_encoder, local_files_only=True
         )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise ModelLoadError(f"Failed to load the model in {folder}: {error}") from error
+        raise ModelLoadError(
+            f"Failed to load the model in {folder}: {error}. Check that the folder is complete and was saved "
+            "by diffusers' save_pretrained for a Wan pipeline."
+        ) from error
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

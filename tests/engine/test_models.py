@@ -72,6 +72,13 @@ def test_bfloat16_transformer_keeps_float32_vae(checkpoint: Path) -> None:
     assert loaded.pipeline.vae.dtype == torch.float32
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_gpu_rejected(checkpoint: Path) -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(str(checkpoint), device="cuda")
+    assert "CUDA is not available" in str(caught.value)
+
+
 def test_repo_id_resolves_from_hf_cache(checkpoint: Path, isolated_caches: Path) -> None:
     snapshot = add_to_hf_cache(isolated_caches, "tiny-org/tiny-wan", checkpoint)
     info = resolve_model("tiny-org/tiny-wan")

@@ -21,6 +21,7 @@ import torch
 
 from freeswim_engine import pipeline
 from freeswim_engine.api import RenderCallbacks, RenderResult, Stage, decode_latents_file, render, upscale
+from freeswim_engine.demo_model import demo_checkpoint_dir
 from freeswim_engine.errors import InputVideoError, InvalidRequestError, NonFiniteLatentsError, RenderCancelled
 from freeswim_engine.intermediates import load_latents
 from freeswim_engine.latent_preview import preview_frames
@@ -119,6 +120,12 @@ def test_same_seed_gives_identical_latents(model: LoadedModel) -> None:
     assert first.shape == (1, 16, 2, 4, 6)
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
+
+
+def test_prompt_embeddings_cached_per_model(model: LoadedModel) -> None:
+    first = pipeline.encode_prompts(model, "a paper boat", "blurry", guidance_scale=5.0)
+    assert pipeline.encode_prompts(model, "a paper boat", "blurry", guidance_scale=5.0) is first
+    assert pipeline.encode_prompts(model, "a paper boat", "grainy", guidance_scale=5.0) is not first
 
 
 def test_guidance_off_skips_negative_prompt(model: LoadedModel) -> None:
@@ -425,4 +432,4 @@ def test_demo_render_default_method(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert info.num_frames == 5
     assert info.fps == 16
     assert result.request.method == "freeswim-cached"
-    assert (tmp_path / "cache" / "models" / "demo-v1" / "model_index.json").is_file()
+    assert (demo_checkpoint_dir(tmp_path / "cache") / "model_index.json").is_file()
