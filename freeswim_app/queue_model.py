@@ -387,14 +387,19 @@ class JobColumn(enum.IntEnum):
 
 
 class JobRole(enum.IntEnum):
-    """Item data roles of ``JobTableModel`` beyond Qt's own; every column answers them."""
+    """Item data roles of ``JobTableModel`` beyond Qt's own; every column returns them.
+
+    STATE and KIND return the enum's value, a plain str, because Qt turns a str enum
+    into a plain str on its way through ``QModelIndex.data`` or a proxy model. Read them
+    back with ``JobState(value)`` and ``JobKind(value)``.
+    """
 
     JOB_ID = Qt.ItemDataRole.UserRole + 1  # str
     JOB = Qt.ItemDataRole.UserRole + 2  # freeswim_app.jobs.Job
-    STATE = Qt.ItemDataRole.UserRole + 3  # JobState
+    STATE = Qt.ItemDataRole.UserRole + 3  # str, a JobState value
     PROGRESS = Qt.ItemDataRole.UserRole + 4  # float from 0.0 to 1.0 within the current stage
     THUMBNAIL_PATH = Qt.ItemDataRole.UserRole + 5  # str, or None before the job is done
-    KIND = Qt.ItemDataRole.UserRole + 6  # JobKind
+    KIND = Qt.ItemDataRole.UserRole + 6  # str, a JobKind value
 
 
 # Source texts of the Qt translation context "JobTableModel", translated when shown.
@@ -587,13 +592,13 @@ class JobTableModel(QAbstractTableModel):
         if role == JobRole.JOB:
             return job
         if role == JobRole.STATE:
-            return job.state
+            return job.state.value
         if role == JobRole.PROGRESS:
             return job.progress.fraction
         if role == JobRole.THUMBNAIL_PATH:
             return str(job.thumbnail_path) if job.thumbnail_path else None
         if role == JobRole.KIND:
-            return job.kind
+            return job.kind.value
         return _NO_DATA
 
     def _display_text(self, job: Job, column: JobColumn) -> str | None:

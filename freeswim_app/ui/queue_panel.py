@@ -37,8 +37,7 @@ class ProgressDelegate(QStyledItemDelegate):
     """Draws a progress bar with the stage and ETA text for the running job's progress cell."""
 
     def paint(self, painter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
-        # Qt returns the str enum JobState as a plain string, so compare by value.
-        if index.data(JobRole.STATE) != JobState.RUNNING.value:
+        if index.data(JobRole.STATE) != JobState.RUNNING.value:  # None for a row whose job was just removed
             super().paint(painter, option, index)
             return
         bar = QStyleOptionProgressBar()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QModelIndex, Qt, QTranslator
+from PySide6.QtCore import QCoreApplication, QModelIndex, QSortFilterProxyModel, Qt, QTranslator
 from pytestqt.qtbot import QtBot
 
 from freeswim_app.demo_project import DEMO_PROMPTS, open_demo_project
@@ -499,6 +499,21 @@ def test_model_follows_queue(qtbot: QtBot, project: Project) -> None:
 
     queue.remove(b.id)
     assert model_prompts(model) == ["a"]
+
+
+def test_model_state_role_survives_qt(project: Project) -> None:
+    queue = JobQueue(project)
+    model = JobTableModel(queue)
+    proxy = QSortFilterProxyModel()
+    proxy.setSourceModel(model)
+    job = queue.add({"prompt": "a"}, kind=JobKind.UPSCALE)
+    queue.mark_running(job.id, 0.0)
+
+    for index in (model.index(0, JobColumn.PROGRESS), proxy.index(0, JobColumn.PROGRESS)):
+        assert index.data(JobRole.STATE) == "running"
+        assert JobState(index.data(JobRole.STATE)) is JobState.RUNNING
+        assert JobKind(index.data(JobRole.KIND)) is JobKind.UPSCALE
+    assert model.data(model.index(0, JobColumn.STATE), JobRole.STATE) == "running"
 
 
 def test_model_progress_text(project: Project) -> None:
