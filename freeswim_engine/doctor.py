@@ -153,14 +153,15 @@ def _list_encoders(executable: str) -> set[str]:
 
 
 def check_attention() -> list[CheckResult]:
-    """Compile flex attention on a small window and compare it with masked SDPA."""
+    """Compile flex attention on a small window and compare it with the exact masked reference."""
     from freeswim_engine.attention import check_compiled_attention
 
     works, message = check_compiled_attention()
     if works:
         return [CheckResult("compiled attention", CheckStatus.OK, message)]
     fix = (
-        "Renders still work, but window attention falls back to a slower path. On the CPU, torch.compile needs a C++ "
-        "compiler (gcc or clang); on a GPU it needs Triton, which CUDA builds of torch include."
+        "Renders still work: GPU renders fall back to gathered-window SDPA, which is slower, and CPU renders use "
+        "gathered-window SDPA anyway. torch.compile needs a C++ compiler (gcc or clang) on the CPU and Triton, "
+        "which CUDA builds of torch include, on a GPU."
     )
     return [CheckResult("compiled attention", CheckStatus.WARNING, message, fix)]
