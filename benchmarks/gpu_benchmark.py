@@ -39,6 +39,7 @@ from benchmarks.common import limit_compile_workers, load_average, module_comman
 from benchmarks.stage2_harness import (
     METHOD_CASES,
     PIXELS_PER_TOKEN,
+    MethodCase,
     WAN_1_3B,
     WAN_1_3B_BASE,
     ModelShape,
@@ -49,7 +50,12 @@ from benchmarks.stage2_harness import (
     time_cycle,
 )
 from benchmarks.window_attention import attention_flops, exact_density
-from freeswim_engine.attention import WindowGeometry, compiled_attention_failure, freeswim_attention_scale
+from freeswim_engine.attention import (
+    AttentionMethod,
+    WindowGeometry,
+    compiled_attention_failure,
+    freeswim_attention_scale,
+)
 from freeswim_engine.attention.tiles import TiledLayout, block_density
 from freeswim_engine.attention.kernels import full_attention, window_attention
 
@@ -57,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "gpu_benchmark"
 DEFAULT_BUDGET_S = 420.0
+BUDGET_MARGIN = 1.3  # expected step times are estimates; skip a method unless it fits with this margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,23 +155,38 @@ def measure_attention(config: SizeConfig, device: torch.device, repeats: int) ->
     }
 
 
+def expected_step_s(case: MethodCase, measured: dict[str, float]) -> float:
+    """Estimate a method's seconds per step from the steps measured so far, for the time budget.
+
+    A FreeSwim step is about a direct step plus a window step, and a cached
+    step with interval k about a window step plus a direct step over 2k.
+    Returns 0 before anything is measured.
+    """
+    direct = measured.get("direct", 0.0)
+    window = measured.get("window", direct)
+    if case.method is AttentionMethod.FREESWIM:
+        return direct + window
+    if case.method is AttentionMethod.FREESWIM_CACHED:
+        return window + direct / (2 * case.cache_interval)
+    return max(measured.values(), default=0.0)
+
+
 def measure_steps(config: SizeConfig, device: torch.device, deadline: float) -> dict[str, Any]:
     """Time one cache cycle of every method and its peak memory, skipping methods once ``deadline`` nears."""
     transformer = build_transformer(config.shape, config.dtype, device)
     inputs = make_inputs(config.grid, config.shape.text_dim, config.dtype, device)
     results: dict[str, Any] = {}
     skipped: list[str] = []
-    last_step_s = 0.0
+    measured: dict[str, float] = {}
     for case in METHOD_CASES:
-        # A freeswim step costs about two direct steps; budget with that margin.
-        expected_s = 2.0 * last_step_s * case.steps_per_cycle
+        expected_s = BUDGET_MARGIN * expected_step_s(case, measured) * case.steps_per_cycle
         if time.perf_counter() + expected_s > deadline:
             skipped.append(case.label)
             continue
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         seconds_per_step = time_cycle(transformer, case, inputs)
-        last_step_s = max(last_step_s, seconds_per_step)
+        measured[case.label] = seconds_per_step
         results[case.label] = {
             "seconds_per_step": seconds_per_step,
             "steps_timed": case.steps_per_cycle,
