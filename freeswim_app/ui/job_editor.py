@@ -25,76 +25,25 @@ from PySide6.QtWidgets import (
 )
 
 from freeswim_engine.errors import FreeSwimError, InvalidRequestError
-from freeswim_engine.presets import PRESETS, ModelPreset
-from freeswim_engine.request import METHODS, MAX_SEED, RenderRequest, count_prompt_tokens
+from freeswim_engine.presets import PRESETS
+from freeswim_engine.request import METHODS, MAX_SEED, RenderRequest
 
 from freeswim_app.ui import engine_info
+from freeswim_app.ui.field_message import FieldMessage
+from freeswim_app.ui.request_form import (
+    CUSTOM_RESOLUTION,
+    MAX_SIZE,
+    RESOLUTION_PRESETS,
+    SIZE_FIELDS,
+    preset_of,
+    size_suggestions,
+)
+from freeswim_app.ui.token_count import TokenCountLabel
 
 logger = logging.getLogger(__name__)
 
-RESOLUTION_PRESETS: list[tuple[str, int, int]] = [
-    ("1080p", 1920, 1088),  # 1080 is not a multiple of 16 pixels per token, so 1088
-    ("1440p", 2560, 1440),
-    ("4K", 3840, 2160),
-]
-CUSTOM_RESOLUTION = "custom"
 BROWSE_MODEL = "__browse__"
-MAX_SIZE = 8192
-SIZE_FIELDS = ("width", "height", "base_width", "base_height")
 ANALYSIS_DELAY_MS = 300
-
-# Request fields that have their own row in the form; errors on any other field go to the general message.
-FORM_FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "model",
-    "width",
-    "height",
-    "num_frames",
-    "fps",
-    "seed",
-    "num_inference_steps",
-    "guidance_scale",
-    "strength",
-    "method",
-    "cache_interval",
-)
-
-
-class FieldMessage(QWidget):
-    """An error or hint shown under one form field, with optional clickable fixes."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setObjectName("fieldError")
-        layout.addWidget(self.label, 1)
-        self._buttons_layout = QHBoxLayout()
-        layout.addLayout(self._buttons_layout)
-        self.suggestion_buttons: list[QPushButton] = []
-        self.hide()
-
-    def show_error(self, text: str, suggestions: list[tuple[str, Callable[[], None]]] | None = None) -> None:
-        self.clear()
-        self.label.setText(text)
-        for caption, action in suggestions or []:
-            button = QPushButton(caption)
-            button.setObjectName("suggestionButton")
-            button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.clicked.connect(action)
-            self._buttons_layout.addWidget(button)
-            self.suggestion_buttons.append(button)
-        self.show()
-
-    def clear(self) -> None:
-        self.label.clear()
-        for button in self.suggestion_buttons:
-            button.deleteLater()
-        self.suggestion_buttons = []
-        self.hide()
 
 
 class JobEditor(QWidget):
@@ -177,17 +126,13 @@ class JobEditor(QWidget):
         self.prompt_edit.setTabChangesFocus(True)
         self.prompt_edit.setMinimumHeight(70)
         self.prompt_edit.setMaximumHeight(130)
-        self.prompt_tokens_label = QLabel()
-        self.prompt_tokens_label.setObjectName("tokenCount")
-        self.prompt_tokens_label.setWordWrap(True)
+        self.prompt_tokens_label = TokenCountLabel()
         self._add_row("prompt", self.tr("Prompt"), self._with_note(self.prompt_edit, self.prompt_tokens_label))
 
         self.negative_prompt_edit = QPlainTextEdit()
         self.negative_prompt_edit.setTabChangesFocus(True)
         self.negative_prompt_edit.setMaximumHeight(70)
-        self.negative_tokens_label = QLabel()
-        self.negative_tokens_label.setObjectName("tokenCount")
-        self.negative_tokens_label.setWordWrap(True)
+        self.negative_tokens_label = TokenCountLabel()
         self._add_row(
             "negative_prompt",
             self.tr("Negative prompt"),
@@ -585,7 +530,7 @@ class JobEditor(QWidget):
         text = str(error)
         field = error.field
         if field in SIZE_FIELDS and field in self._messages:
-            suggestions = self._size_suggestions(field, request_dict, model_info)
+            suggestions = size_suggestions(field, request_dict, model_info)
             if suggestions:
                 # The buttons replace the fix sentence, so the sizes are not listed twice.
                 text = self.tr("Invalid {field} {value}: {rule}. Use:").format(
@@ -597,23 +542,6 @@ class JobEditor(QWidget):
             self._messages[field].show_error(text)
         else:
             self.general_message.show_error(text)
-
-    def _size_suggestions(self, field: str, request_dict: dict[str, Any], model_info: Any) -> list[int]:
-        """Return the valid sizes nearest to the field's value, checked with RenderRequest.validate."""
-        value = int(request_dict[field])
-        step = _pixels_per_token(request_dict["model"], model_info)
-        lower = max(step, value // step * step)
-        candidates = sorted({lower, lower + step} | _base_size_candidates(field, request_dict["model"], model_info))
-        valid = []
-        for candidate in candidates:
-            trial = dict(request_dict, **{field: candidate})
-            try:
-                RenderRequest.from_dict(trial).validate(model_info)
-            except InvalidRequestError as error:
-                if error.field == field:
-                    continue
-            valid.append(candidate)
-        return sorted(valid, key=lambda size: (abs(size - value), size))[:2]
 
     def _setter(self, field: str, value: int) -> Callable[[], None]:
         spin = {"width": self.width_spin, "height": self.height_spin}.get(field)
@@ -631,28 +559,11 @@ class JobEditor(QWidget):
         self, request_dict: dict[str, Any], model_info: Any, prompt_tokens: int | None, negative_tokens: int | None
     ) -> None:
         """Show exact counts when given, else estimates labelled as such."""
-        preset = _preset_of(request_dict["model"], model_info)
+        preset = preset_of(request_dict["model"], model_info)
         max_tokens = preset.max_text_tokens if preset else 512
-        for text, exact, label in (
-            (request_dict["prompt"], prompt_tokens, self.prompt_tokens_label),
-            (request_dict["negative_prompt"], negative_tokens, self.negative_tokens_label),
-        ):
-            if exact is None:
-                count = count_prompt_tokens(text, None)[0]
-                caption = self.tr("about {count} tokens (estimate: the model's tokenizer is not installed)")
-                if getattr(model_info, "tokenizer_path", None) is not None:
-                    caption = self.tr("about {count} tokens (estimate, counting with the model's tokenizer...)")
-            else:
-                count = exact
-                caption = self.tr("1 token") if count == 1 else self.tr("{count} tokens")
-            caption = caption.format(count=count)
-            too_long = count > max_tokens
-            if too_long:
-                caption += " " + self.tr("- over {max}, the text encoder ignores the rest").format(max=max_tokens)
-            label.setText(caption)
-            label.setProperty("warning", too_long)
-            label.style().unpolish(label)
-            label.style().polish(label)
+        has_tokenizer = getattr(model_info, "tokenizer_path", None) is not None
+        self.prompt_tokens_label.show_count(request_dict["prompt"], prompt_tokens, max_tokens, has_tokenizer)
+        self.negative_tokens_label.show_count(request_dict["negative_prompt"], negative_tokens, max_tokens, has_tokenizer)
 
     def _start_analysis(self, request: RenderRequest | None, model_info: Any, is_valid: bool) -> None:
         self._analysis_generation += 1
@@ -692,33 +603,3 @@ class JobEditor(QWidget):
     def shutdown(self) -> None:
         """Stop the analysis thread."""
         self._analysis_worker.stop()
-
-
-def _preset_of(model: str, model_info: Any) -> ModelPreset | None:
-    preset = getattr(model_info, "preset", None)
-    if isinstance(preset, ModelPreset):
-        return preset
-    if model in PRESETS:
-        return PRESETS[model]
-    if model == "demo":
-        from freeswim_engine.demo_model import DEMO_PRESET
-
-        return DEMO_PRESET
-    return None
-
-
-def _pixels_per_token(model: str, model_info: Any) -> int:
-    preset = _preset_of(model, model_info)
-    return preset.pixels_per_token if preset else 16
-
-
-def _base_size_candidates(field: str, model: str, model_info: Any) -> set[int]:
-    preset = _preset_of(model, model_info)
-    if preset is None:
-        return set()
-    if field == "width":
-        return {preset.base_width}
-    if field == "height":
-        return {preset.base_height}
-    return set()
-
