@@ -128,6 +128,15 @@ def test_prompt_embeddings_cached_per_model(model: LoadedModel) -> None:
     assert pipeline.encode_prompts(model, "a paper boat", "grainy", guidance_scale=5.0) is not first
 
 
+def test_prompts_cleaned_with_ftfy(model: LoadedModel) -> None:
+    # diffusers' Wan pipeline repairs mojibake with ftfy when it is installed: "cafÃ©" becomes "café".
+    repaired = pipeline.encode_prompts(model, "the caf\u00c3\u00a9", "", guidance_scale=1.0)
+    original = pipeline.encode_prompts(model, "the caf\u00e9", "", guidance_scale=1.0)
+    unrelated = pipeline.encode_prompts(model, "the cafe", "", guidance_scale=1.0)
+    assert torch.equal(repaired.prompt, original.prompt)
+    assert not torch.equal(unrelated.prompt, original.prompt)
+
+
 def test_guidance_off_skips_negative_prompt(model: LoadedModel) -> None:
     embeddings = pipeline.encode_prompts(model, "a red kite", "blurry", guidance_scale=1.0)
     assert embeddings.negative is None
