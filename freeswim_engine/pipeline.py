@@ -36,8 +36,10 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 # Frames larger than this many pixels go through the VAE in tiles, because untiled the
 # VAE's memory grows with the frame area and its mid-block attention with its square.
-# On the CPU the tiles are larger: PyTorch 2.13 runs small 3D convolutions on the CPU
-# with its slow unfold-based kernel, and 256-pixel tiles made a decode slower, not faster.
+# On a CPU, tiling costs time: PyTorch 2.13 runs 3D convolutions over small inputs with
+# its slow unfold-based kernel, and 1024-pixel tiles made a 1920x1088 decode of the demo
+# VAE 1.75x slower than untiled (2-core CPU). So the CPU tiles only above 1080p, in large tiles.
+# NOTE: the CPU threshold and tile size are not measured at 4K, where tiling also bounds the attention.
 VAE_TILING_MIN_PIXELS = {"cuda": 1280 * 720, "cpu": 1920 * 1088}
 CPU_VAE_TILE = 1024  # pixels; tiles overlap by a quarter
 RESIZE_CHUNK_FRAMES = 8
