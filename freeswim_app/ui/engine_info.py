@@ -64,6 +64,34 @@ def model_info(spec: str) -> Any:
         return None
 
 
+def is_model_usable(spec: str) -> bool:
+    """True when ``spec`` can render now: an installed model, or the demo model, which is built on first use.
+
+    Also True when the engine has no model API to ask, so that a broken install does not hide the choice.
+    """
+    if _models_module() is None:
+        return True
+    info = model_info(spec)
+    if info is None:
+        return False
+    return bool(getattr(info, "is_installed", False) or getattr(info, "is_demo", False))
+
+
+def install_hint(spec: str) -> str:
+    """Return a sentence saying that ``spec`` is not installed and how to install it, from the engine's ModelInfo."""
+    info = model_info(spec)
+    if info is None:
+        return f"Model {spec} was not found: it is not a preset, an existing folder or a cached repo id."
+    label = str(getattr(info, "label", spec))
+    download_hint = getattr(_models_module(), "download_hint", None)
+    repo_id = getattr(info, "repo_id", None)
+    if callable(download_hint) and repo_id:
+        install_step = str(download_hint(repo_id))
+    else:
+        install_step = "put its diffusers folder in the Hugging Face cache"
+    return f"{label} is not installed: {install_step}. `freeswim models` lists the installed models."
+
+
 def memory_plan_summary(request: Any, info: Any) -> str | None:
     """Return the memory plan in words for `request`, or None when the engine has no planner."""
     try:

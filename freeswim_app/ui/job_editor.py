@@ -61,6 +61,7 @@ class JobEditor(QWidget):
         super().__init__(parent)
         self._base_request: dict[str, Any] = RenderRequest(prompt="").to_dict()
         self._editing_job_id: str | None = None
+        self._replaced_default_model: str | None = None  # a default model that is not installed
         self._is_valid = False
         self._loading = False
         self._messages: dict[str, FieldMessage] = {}
@@ -154,6 +155,12 @@ class JobEditor(QWidget):
         self.model_box.setToolTip(self.tr("A preset, an installed model folder, or the demo model"))
         self._populate_models()
         self._add_row("model", self.tr("Model"), self.model_box)
+        self.model_hint_label = QLabel()
+        self.model_hint_label.setObjectName("fieldWarning")
+        self.model_hint_label.setWordWrap(True)
+        self.model_hint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.model_hint_label.hide()
+        self._form.addRow("", self.model_hint_label)
 
     def _populate_models(self) -> None:
         box = self.model_box
@@ -337,9 +344,26 @@ class JobEditor(QWidget):
             self.seed_edit.setText("" if seed is None else str(seed))
         finally:
             self._loading = False
+        self._replaced_default_model = None
         self._sync_resolution_box()
         self.last_seed_label.clear()
         self._on_changed()
+
+    def set_new_job_defaults(self, defaults: dict[str, Any]) -> None:
+        """Load the defaults of a new job; a default model that is not installed gives way to the demo model.
+
+        A hint under the model row then names the default model and how to install it.
+        """
+        request = dict(defaults)
+        model = str(request.get("model") or "demo")
+        replaced = None
+        if not engine_info.is_model_usable(model):
+            logger.info("Default model %s is not installed; new jobs default to the demo model", model)
+            request["model"] = "demo"
+            replaced = model
+        self.set_request(request)
+        self._replaced_default_model = replaced
+        self._update_model_hint(engine_info.model_info(self.current_model()))
 
     def request_dict(self) -> dict[str, Any]:
         """Return the request the form describes, on top of the fields the form does not show."""
@@ -495,6 +519,7 @@ class JobEditor(QWidget):
         request_dict = self.request_dict()
         model_info = engine_info.model_info(request_dict["model"])
         figures = getattr(model_info, "preset", None)
+        self._update_model_hint(model_info)
         self._show_token_counts(request_dict, model_info, None, None)
 
         warnings: list[str] = []
@@ -515,6 +540,21 @@ class JobEditor(QWidget):
         self._set_valid(is_valid and has_prompt)
         self._show_warnings(warnings)
         self._start_analysis(request, model_info, is_valid)
+
+    def _update_model_hint(self, model_info: Any) -> None:
+        """Show why the form uses the demo model, or that the chosen model is not installed and how to install it."""
+        model = self.current_model()
+        text = ""
+        if self._replaced_default_model is not None and model == "demo":
+            text = self.tr("The default model is not installed, so new jobs use the demo model. {hint}").format(
+                hint=engine_info.install_hint(self._replaced_default_model)
+            )
+        elif model_info is not None and not engine_info.is_model_usable(model):
+            text = self.tr("Jobs with this model fail until it is installed. {hint}").format(
+                hint=engine_info.install_hint(model)
+            )
+        self.model_hint_label.setText(text)
+        self.model_hint_label.setVisible(bool(text))
 
     def _show_warnings(self, warnings: list[str]) -> None:
         self.warnings_label.setText("\n".join(warnings))

@@ -133,7 +133,8 @@ class MainWindow(QMainWindow):
 
     def _build_docks(self) -> None:
         self.queue_panel = QueuePanel(self.state.queue, getattr(self.state, "model", None))
-        self.editor = JobEditor(defaults=self._new_job_defaults())
+        self.editor = JobEditor()
+        self.editor.set_new_job_defaults(self._new_job_defaults())
         self.log_panel = LogPanel()
         self.queue_dock = self._dock(self.tr("Queue"), "queueDock", self.queue_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.editor_dock = self._dock(self.tr("New job"), "editorDock", self.editor, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -212,7 +213,7 @@ class MainWindow(QMainWindow):
         old_panel.deleteLater()
         self._connect_queue_and_runner()
         self.editor.stop_editing()
-        self.editor.set_request(self._new_job_defaults())
+        self.editor.set_new_job_defaults(self._new_job_defaults())
         self.player.clear()
         self._followed_job_id = None
         self._update_title()

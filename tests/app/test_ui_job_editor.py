@@ -202,3 +202,77 @@ def test_editor_counts_with_model_tokenizer(qtbot, tmp_path, monkeypatch) -> Non
     assert editor.prompt_tokens_label.text().startswith(f"{expected} tokens")
     assert editor.prompt_tokens_label.property("warning") is (expected > 512)
     assert editor.is_valid()
+
+
+@pytest.fixture
+def empty_model_caches(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, so no preset is installed, and fresh engine_info look-ups."""
+    from freeswim_app.ui import engine_info
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    engine_info.model_info.cache_clear()
+    yield
+    engine_info.model_info.cache_clear()
+
+
+def test_engine_lists_presets_not_installed(empty_model_caches) -> None:
+    from freeswim_engine.api import list_models
+
+    listed = {info.name: info for info in list_models()}
+
+    assert listed["wan2.1-t2v-1.3b"].is_installed is False
+    assert listed["wan2.1-t2v-1.3b"].repo_id == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    assert listed["demo"].is_demo
+
+
+def test_default_model_not_installed_uses_demo(qtbot, empty_model_caches) -> None:
+    editor = JobEditor()
+    qtbot.addWidget(editor)
+    editor.show()
+
+    editor.set_new_job_defaults({"model": "wan2.1-t2v-1.3b", "width": 448, "height": 256})
+
+    assert editor.current_model() == "demo"
+    assert editor.request_dict()["model"] == "demo"
+    hint = editor.model_hint_label.text()
+    assert editor.model_hint_label.isVisibleTo(editor)
+    assert "demo model" in hint
+    assert "hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in hint
+    assert "freeswim models" in hint
+
+
+def test_default_model_installed_is_kept(qtbot, monkeypatch) -> None:
+    from freeswim_app.ui import engine_info
+
+    monkeypatch.setattr(engine_info, "is_model_usable", lambda spec: True)
+    editor = JobEditor()
+    qtbot.addWidget(editor)
+    editor.show()
+
+    editor.set_new_job_defaults({"model": "wan2.1-t2v-1.3b"})
+
+    assert editor.current_model() == "wan2.1-t2v-1.3b"
+    assert not editor.model_hint_label.isVisibleTo(editor)
+
+
+def test_chosen_model_not_installed_shows_hint(qtbot, empty_model_caches) -> None:
+    editor = make_editor(qtbot, model="demo", width=448, height=256)
+    assert not editor.model_hint_label.isVisibleTo(editor)
+
+    editor.model_box.setCurrentIndex(editor.model_box.findData("wan2.1-t2v-14b"))
+
+    assert editor.model_hint_label.isVisibleTo(editor)
+    assert "fail until it is installed" in editor.model_hint_label.text()
+    assert "hf download Wan-AI/Wan2.1-T2V-14B-Diffusers" in editor.model_hint_label.text()
+    assert editor.current_model() == "wan2.1-t2v-14b", "an explicit choice is kept"
+
+
+def test_template_keeps_its_model(qtbot, empty_model_caches) -> None:
+    editor = JobEditor()
+    qtbot.addWidget(editor)
+    editor.set_new_job_defaults({"model": "wan2.1-t2v-1.3b"})
+
+    editor.use_as_template({"prompt": "again", "model": "wan2.1-t2v-1.3b"})
+
+    assert editor.current_model() == "wan2.1-t2v-1.3b"
+    assert "demo model" not in editor.model_hint_label.text()

@@ -179,6 +179,21 @@ def test_new_jobs_use_settings_device_and_dtype(qtbot, tmp_path: Path, settings:
     window.state.shutdown()
 
 
+def test_missing_default_model_falls_back(qtbot, tmp_path: Path, settings: AppSettings, monkeypatch) -> None:
+    from freeswim_app.ui import engine_info
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    engine_info.model_info.cache_clear()
+    settings.default_model = "wan2.1-t2v-1.3b"
+    window = make_window(qtbot, tmp_path, settings, FakeEngine())
+
+    assert window.editor.current_model() == "demo"
+    assert window.editor.model_hint_label.isVisible()
+    assert "Wan2.1-T2V-1.3B" in window.editor.model_hint_label.text()
+    window.state.shutdown()
+    engine_info.model_info.cache_clear()
+
+
 def test_edit_queued_job_through_editor(qtbot, tmp_path: Path, settings: AppSettings) -> None:
     window = make_window(qtbot, tmp_path, settings, FakeEngine(), jobs=1)
     job = window.state.queue.job_at(0)
