@@ -36,9 +36,11 @@ def run_headless(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     engine_loader: EngineLoader = load_engine,
+    output_dir: Path | None = None,
 ) -> int:
     """Render every queued job of ``project`` in order and print each MP4 path on its own line.
 
+    ``output_dir`` also receives a copy of each MP4, as the window's output folder setting does.
     Failures and cancellations go to ``stderr`` and the next job runs.
     Returns EXIT_OK when every job finished, EXIT_JOB_FAILED when at least one
     failed and EXIT_INTERRUPTED after Ctrl+C, which marks the running job
@@ -48,7 +50,7 @@ def run_headless(
     err = stderr or sys.stderr
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])  # noqa: F841 (kept alive for the loop)
     queue = JobQueue(project)
-    runner = RenderRunner(queue, engine_loader=engine_loader, want_previews=False)
+    runner = RenderRunner(queue, engine_loader=engine_loader, want_previews=False, output_dir=output_dir)
     loop = QEventLoop()
     outcome = _Outcome()
 

@@ -185,7 +185,9 @@ def _main_headless(args: argparse.Namespace, engine_loader: EngineLoader) -> int
     except ProjectError as error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    return run_headless(project, engine_loader=engine_loader)
+    settings = AppSettings.load()
+    apply_engine_cache_dir(settings.cache_dir, os.environ.get(ENGINE_CACHE_DIR_ENV))
+    return run_headless(project, engine_loader=engine_loader, output_dir=settings.output_dir)
 
 
 def _open_requested_project(args: argparse.Namespace) -> Project:

@@ -44,6 +44,41 @@ def test_headless_prints_mp4_paths(qtbot: QtBot, project: Project, scripted_engi
     assert Project.open(project.folder).find_job(first.id).state is JobState.DONE
 
 
+def test_headless_copies_to_output_folder(
+    qtbot: QtBot, project: Project, scripted_engine: ScriptedEngine, tmp_path: Path
+) -> None:
+    queue = JobQueue(project)
+    job = queue.add(small_request("copied"))
+    out, err = io.StringIO(), io.StringIO()
+
+    code = run_headless(
+        project, stdout=out, stderr=err, engine_loader=scripted_engine.loader(), output_dir=tmp_path / "videos"
+    )
+
+    output = project.find_job(job.id).result.output_path
+    assert code == EXIT_OK
+    assert output is not None
+    assert (tmp_path / "videos" / output.name).read_bytes() == output.read_bytes()
+
+
+def test_cli_headless_uses_output_setting(
+    qtbot: QtBot, project: Project, scripted_engine: ScriptedEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from freeswim_app.settings import AppSettings
+
+    settings = AppSettings.load()
+    settings.output_dir = tmp_path / "videos"
+    settings.save()
+    job = JobQueue(project).add(small_request("from the command line"))
+
+    code = main(["--headless", "--project", str(project.folder)], engine_loader=scripted_engine.loader())
+
+    printed = Path(capsys.readouterr().out.strip())
+    assert code == EXIT_OK
+    assert printed == Project.open(project.folder).find_job(job.id).result.output_path
+    assert (tmp_path / "videos" / printed.name).is_file()
+
+
 def test_headless_failure_continues(qtbot: QtBot, project: Project, scripted_engine: ScriptedEngine) -> None:
     queue = JobQueue(project)
     queue.add(small_request("fail here"))
