@@ -64,20 +64,8 @@ class SettingsDialog(QDialog):
         self._readers: dict[str, Callable[[], Any]] = {}
         self.editors: dict[str, QWidget] = {}
         self.notes: dict[str, QLabel] = {}
-        form = QFormLayout()
-        available = {field.name for field in dataclasses.fields(settings)}
-        for field in SETTING_FIELDS:
-            if field.name in available:
-                caption, help_text = self._caption(field.name)
-                editor = self._build_editor(field, getattr(settings, field.name))
-                editor.setToolTip(help_text)
-                form.addRow(caption, editor)
-                if field.kind == "folder":  # what an empty folder means is not obvious, so it is shown
-                    note = QLabel(help_text)
-                    note.setWordWrap(True)
-                    note.setObjectName("settingNote")
-                    self.notes[field.name] = note
-                    form.addRow("", note)
+        form = self._build_form(settings)
+
         self.error_label = QLabel()
         self.error_label.setObjectName("fieldError")
         self.error_label.setWordWrap(True)
@@ -90,6 +78,24 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
         self.setMinimumWidth(480)
+
+    def _build_form(self, settings: AppSettings) -> QFormLayout:
+        form = QFormLayout()
+        available = {field.name for field in dataclasses.fields(settings)}
+        for field in SETTING_FIELDS:
+            if field.name not in available:
+                continue
+            caption, help_text = self._caption(field.name)
+            editor = self._build_editor(field, getattr(settings, field.name))
+            editor.setToolTip(help_text)
+            form.addRow(caption, editor)
+            if field.kind == "folder":  # what an empty folder means is not obvious, so it is shown
+                note = QLabel(help_text)
+                note.setWordWrap(True)
+                note.setObjectName("settingNote")
+                self.notes[field.name] = note
+                form.addRow("", note)
+        return form
 
     def _caption(self, name: str) -> tuple[str, str]:
         captions = {
@@ -135,6 +141,8 @@ class SettingsDialog(QDialog):
             spin = QSpinBox()
             spin.setRange(field.minimum, field.maximum)
             spin.setValue(int(value))
+            if field.name == "preview_every_steps":
+                spin.setSuffix(self.tr(" steps"))
             self._readers[field.name] = spin.value
             self.editors[field.name] = spin
             return spin
