@@ -99,6 +99,7 @@ def _render_steps(job: _Job) -> RenderResult:
 
     job.enter(Stage.UPSAMPLING)
     base_video = pipeline.decode_latents(job.model, base_latents, stage="stage-1")
+    job.check_cancel()
     job.write_base_video(base_video)
     clean_latents = job.upsample_and_encode(base_video)
     del base_video
@@ -394,6 +395,9 @@ class _Job:
 
     def upsample_and_encode(self, video: torch.Tensor) -> torch.Tensor:
         resized = pipeline.resize_video(video, self.request.height, self.request.width)
+        # NOTE: cancellation is checked before and after each VAE call but not inside one, which
+        # takes minutes at 4K on a CPU.
+        self.check_cancel()
         return pipeline.encode_video(self.model, resized)
 
     def stage2(self, embeddings: pipeline.PromptEmbeddings, clean_latents: torch.Tensor) -> torch.Tensor:
