@@ -107,6 +107,22 @@ def run_pyinstaller(python: Path, args: argparse.Namespace) -> None:
     run(command)
 
 
+def precompile_torch(python: Path, app_folder: Path) -> None:
+    """Write __pycache__ bytecode next to the bundled torch sources, so the app does not compile them at start.
+
+    The spec bundles torch as plain .py files (see the comment at
+    module_collection_mode). The frozen interpreter runs with
+    sys.dont_write_bytecode set, so without this step every start would
+    compile each torch module it imports.
+    Unchecked-hash .pyc files stay valid when unpacking changes the files' times.
+    """
+    torch_folder = app_folder / "_internal" / "torch"
+    if not torch_folder.is_dir():
+        sys.exit(f"Bundled torch not found at {torch_folder}; check the PyInstaller output above")
+    run([str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+         str(torch_folder)])
+
+
 def add_desktop_files(app_folder: Path) -> None:
     """Copy the freedesktop entry, AppStream metainfo, icons and installer into the app folder (Linux only)."""
     share = app_folder / "share"
@@ -155,6 +171,7 @@ def main(argv: list[str]) -> int:
     run_pyinstaller(python, args)
     app_name = APP_NAMES[args.entry]
     app_folder = args.dist / app_name
+    precompile_torch(python, app_folder)
     if sys.platform.startswith("linux"):
         add_desktop_files(app_folder)
     minutes, seconds = divmod(time.monotonic() - started, 60)
