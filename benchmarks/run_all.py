@@ -5,7 +5,7 @@ with ``python -m benchmarks.gpu_benchmark``.
 
 Run from the repository root::
 
-    python -m benchmarks.run_all                  # all five; README lists how long each took
+    python -m benchmarks.run_all --threads 1      # all five, as the README's runs were made
     python -m benchmarks.run_all --size smoke     # seconds to a few minutes, into --output-dir if given
     python -m benchmarks.run_all --only window_attention stage2_steps
 """
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BENCHMARKS = ("window_attention", "stage2_steps", "scaling", "export_decode", "app_start")
+THREADED = ("stage2_steps", "scaling")  # the scripts that take --threads
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", choices=("full", "smoke"), default="full", help="size passed to every benchmark (default: full)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None, help="run only these benchmarks")
     parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON files (default: benchmarks/results)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for the step benchmarks (the README's runs used 1)"
+    )
     args = parser.parse_args(argv)
 
     failed = []
@@ -36,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = [sys.executable, "-m", f"benchmarks.{name}", "--size", args.size]
         if args.output_dir is not None:
             command += ["--output-dir", str(args.output_dir)]
+        if args.threads is not None and name in THREADED:
+            command += ["--threads", str(args.threads)]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         code = subprocess.call(command, cwd=REPOSITORY_ROOT)

@@ -99,6 +99,7 @@ def test_stage2_steps_smoke(tmp_path: Path) -> None:
         entry = record["speedup_cached_over_uncached"][interval]
         assert_positive_finite(entry["measured_speedup"], f"{interval}.measured_speedup")
         assert_positive_finite(entry["predicted_step_s"], f"{interval}.predicted_step_s")
+        assert_positive_finite(entry["median_per_round_speedup"], f"{interval}.median_per_round_speedup")
     for key, share in record["attention_flop_share"].items():
         assert 0 < share < 1, f"attention_flop_share.{key} = {share}"
 
