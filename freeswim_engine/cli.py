@@ -138,6 +138,16 @@ def _register_builtin_commands() -> None:
     register_subcommand(
         Subcommand("doctor", "check the installation: packages, GPU, memory, ffmpeg, compiled attention", _add_doctor_arguments, _run_doctor)
     )
+    register_subcommand(
+        Subcommand(
+            "decode",
+            "decode latents saved with --save-latents to an MP4 again",
+            _add_decode_arguments,
+            _run_decode,
+            description="Decode final latents saved by 'render --save-latents' or 'upscale --save-latents' "
+            "with the model and frame rate recorded in the file, without denoising again.",
+        )
+    )
     # `plan` and `--dry-run` on render and upscale; cli_plan imports no torch at module level.
     from freeswim_engine import cli_plan
 
@@ -375,6 +385,23 @@ def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latents", required=True, type=Path, metavar="PATH", help="latents file written by --save-latents (required)"
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="PATH",
+        help="output MP4 (.mp4 is added when missing); default: the latents file's name with .mp4",
+    )
+    parser.add_argument(
+        "--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N for the VAE; default auto"
+    )
+    _add_export_arguments(parser)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
@@ -587,6 +614,16 @@ def _print_result(result: RenderResult) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # models and doctor
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from freeswim_engine.api import decode_latents_file
+
+    if not args.latents.is_file():
+        raise InputVideoError(f"Latents file {args.latents} not found. Pass a file written by --save-latents.")
+    path = decode_latents_file(args.latents, args.output, device=args.device, codec=args.codec, crf=args.crf)
+    print(path)
+    return EXIT_OK
 
 
 def _run_models(args: argparse.Namespace) -> int:
