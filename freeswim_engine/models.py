@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import gc
 import json
 import logging
 import math
@@ -31,6 +32,8 @@ from freeswim_engine.presets import PRESETS, ModelPreset, TransformerArchitectur
 if TYPE_CHECKING:
     import torch
 
+    from freeswim_engine.memory import MemoryPlan
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -44,6 +47,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Loaded pipelines kept in memory. One, because a second Wan model rarely fits beside the first.
 MAX_LOADED_PIPELINES = 1
+# Weight placement of a model loaded without a memory plan: WeightPlacement.ALL_ON_DEVICE's value.
+_PLAIN_PLACEMENT = "all-on-device"
 
 
 class ModelSource(str, enum.Enum):
@@ -397,7 +402,9 @@ class LoadedModel:
     )
 
 
-_loaded: collections.OrderedDict[tuple[str, str, str], LoadedModel] = collections.OrderedDict()
+# Keyed by (model folder, device, transformer dtype, weight placement), because offloading
+# hooks change the pipeline, so a model loaded for one placement cannot serve another.
+_loaded: collections.OrderedDict[tuple[str, str, str, str], LoadedModel] = collections.OrderedDict()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -421,30 +428,62 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
-def load_model(spec: str | ModelInfo, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load_model(
+    spec: str | ModelInfo, device: str = "auto", dtype: str = "auto", plan: MemoryPlan | None = None
+) -> LoadedModel:
     """Load a model's pipeline onto ``device``, or return the one already loaded for the same arguments.
 
     The transformer uses ``dtype`` (bfloat16 on GPU by default). The VAE always runs in
     float32, and the text encoder follows the transformer on GPU and stays float32 on CPU.
+    With ``plan``, ``apply_memory_plan`` places the weights as the plan specifies, offloading
+    included, and sets FFN chunking. Without one, every component moves to ``device``. A
+    pipeline loaded earlier for the same weight placement is reused, with the FFN chunking
+    of ``plan`` set again.
     """
     info = spec if isinstance(spec, ModelInfo) else resolve_model(spec)
     torch_device = resolve_device(device)
     transformer_dtype = resolve_dtype(dtype, torch_device)
-    key = (str(info.path or info.name), str(torch_device), str(transformer_dtype))
+    placement = plan.weight_placement.value if plan is not None else _PLAIN_PLACEMENT
+    key = (str(info.path or info.name), str(torch_device), str(transformer_dtype), placement)
     if key in _loaded:
         _loaded.move_to_end(key)
-        return _loaded[key]
+        loaded = _loaded[key]
+        if plan is not None:
+            _set_ffn_chunking(loaded.pipeline, plan)
+        return loaded
 
-    _loaded.clear()  # release the previous model before the next one needs its memory
+    if _loaded:
+        # Release the previous model before the next one needs its memory. Collecting now frees
+        # tensors that only reference cycles keep alive, instead of at some later GC pass.
+        _loaded.clear()
+        gc.collect()
     folder = _installed_folder(info)
-    logger.info("Loading model %s from %s on %s (%s)", info.name, folder, torch_device, transformer_dtype)
+    logger.info(
+        "Loading model %s from %s on %s (%s, weights: %s)", info.name, folder, torch_device, transformer_dtype, placement
+    )
     pipeline = _load_pipeline(folder, torch_device, transformer_dtype)
+    _place_pipeline(pipeline, torch_device, plan)
     loaded = LoadedModel(info, pipeline, torch_device, transformer_dtype, pipeline.vae.dtype)
     _loaded[key] = loaded
     while len(_loaded) > MAX_LOADED_PIPELINES:
         _loaded.popitem(last=False)
     logger.info("Loaded model %s", info.name)
     return loaded
+
+
+def _place_pipeline(pipeline: Any, device: torch.device, plan: MemoryPlan | None) -> None:
+    if plan is None:
+        pipeline.to(device)
+        return
+    from freeswim_engine.memory import apply_memory_plan
+
+    apply_memory_plan(pipeline, plan, device)
+
+
+def _set_ffn_chunking(pipeline: Any, plan: MemoryPlan) -> None:
+    from freeswim_engine.memory import enable_ffn_chunking
+
+    enable_ffn_chunking(pipeline.transformer, plan.ffn_chunk_size if plan.ffn_chunks > 1 else None)
 
 
 def unload_models() -> None:
@@ -481,6 +520,5 @@ def _load_pipeline(folder: Path, device: torch.device, transformer_dtype: torch.
             f"Failed to load the model in {folder}: {error}. Check that the folder is complete and was saved "
             "by diffusers' save_pretrained for a Wan pipeline."
         ) from error
-    pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 import torch
@@ -26,16 +26,22 @@ from diffusers.utils.torch_utils import randn_tensor
 from freeswim_engine.attention import AttentionMethod, FreeSwimTransformer
 from freeswim_engine.cache_store import CrossAttentionCacheStore
 from freeswim_engine.errors import NonFiniteLatentsError
+from freeswim_engine.memory.estimates import VAE_TILE_SIZE, VAE_TILE_STRIDE
 from freeswim_engine.models import LoadedModel
 from freeswim_engine.request import stage2_step_count
+
+if TYPE_CHECKING:
+    from freeswim_engine.memory import MemoryPlan
 
 logger = logging.getLogger(__name__)
 
 # Called after every denoising step with (step, total steps, estimate of the clean latents).
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
-# Frames larger than this many pixels go through the VAE in tiles, because untiled the
-# VAE's memory grows with the frame area and its mid-block attention with its square.
+# Without a memory plan, frames larger than this many pixels go through the VAE in tiles,
+# because untiled the VAE's memory grows with the frame area and its mid-block attention
+# with its square. With a plan, the plan decides on CUDA. On a CPU this rule still applies
+# when the plan leaves tiling off (see choose_vae_tiling).
 # On a CPU, tiling costs time: PyTorch 2.13 runs 3D convolutions over small inputs with
 # its slow unfold-based kernel, and 1024-pixel tiles made a 1920x1088 decode of the demo
 # VAE 1.75x slower than untiled (2-core CPU). So the CPU tiles only above 1080p, in large tiles.
@@ -235,10 +241,13 @@ def check_finite(latents: torch.Tensor, stage: str) -> None:
         )
 
 
-def decode_latents(model: LoadedModel, latents: torch.Tensor, stage: str = "final") -> torch.Tensor:
+def decode_latents(
+    model: LoadedModel, latents: torch.Tensor, stage: str = "final", plan: MemoryPlan | None = None
+) -> torch.Tensor:
     """Decode normalised latents to a video tensor (1, 3, frames, height, width) in [-1, 1].
 
-    Raises NonFiniteLatentsError before decoding when the latents are not finite.
+    ``plan`` sets the VAE tiling (see ``choose_vae_tiling``). Raises NonFiniteLatentsError
+    before decoding when the latents are not finite.
     """
     check_finite(latents, stage)
     vae = model.pipeline.vae
@@ -246,16 +255,20 @@ def decode_latents(model: LoadedModel, latents: torch.Tensor, stage: str = "fina
     raw = (latents.float() * std + mean).to(device=model.device, dtype=vae.dtype)
     height = raw.shape[3] * model.info.preset.vae_spatial_factor
     width = raw.shape[4] * model.info.preset.vae_spatial_factor
-    with torch.no_grad(), _vae_tiling(vae, height, width, model.device):
+    with torch.no_grad(), _vae_tiling(vae, choose_vae_tiling(height, width, model.device, plan)):
         video = vae.decode(raw, return_dict=False)[0]
     return video.float().clamp(-1.0, 1.0)
 
 
-def encode_video(model: LoadedModel, video: torch.Tensor) -> torch.Tensor:
-    """Encode a video tensor in [-1, 1] to normalised latents, using the latent distribution's mode."""
+def encode_video(model: LoadedModel, video: torch.Tensor, plan: MemoryPlan | None = None) -> torch.Tensor:
+    """Encode a video tensor in [-1, 1] to normalised latents, using the latent distribution's mode.
+
+    ``plan`` sets the VAE tiling (see ``choose_vae_tiling``).
+    """
     vae = model.pipeline.vae
     pixels = video.to(device=model.device, dtype=vae.dtype)
-    with torch.no_grad(), _vae_tiling(vae, video.shape[3], video.shape[4], model.device):
+    tiling = choose_vae_tiling(video.shape[3], video.shape[4], model.device, plan)
+    with torch.no_grad(), _vae_tiling(vae, tiling):
         raw = vae.encode(pixels).latent_dist.mode()
     mean, std = _latent_statistics(vae, raw.device)
     return ((raw.float() - mean) / std).float()
@@ -268,25 +281,57 @@ def _latent_statistics(vae: Any, device: torch.device) -> tuple[torch.Tensor, to
     return mean, std
 
 
+@dataclasses.dataclass(frozen=True)
+class VaeTiling:
+    """Tile side and stride of one tiled VAE call, in pixels; diffusers 0.42.1 runs frames up to one tile untiled."""
+
+    tile_size: int
+    stride: int
+
+
+def choose_vae_tiling(
+    height: int, width: int, device: torch.device, plan: MemoryPlan | None = None
+) -> VaeTiling | None:
+    """Return the tiles for a VAE call on frames of ``height`` x ``width`` pixels, or None to run it untiled.
+
+    A plan with tiling on gets its own tiles on every device and for every VAE call of
+    the render, because its memory estimate assumes them, and an untiled stage-1 decode
+    at the base size can need more memory than tiles at the target size. On CUDA a plan
+    with tiling off runs untiled. On a CPU the planner tiles only when RAM is short, so a
+    plan with tiling off keeps the measured CPU rule of VAE_TILING_MIN_PIXELS. That rule
+    only adds tiling, which lowers memory. Without a plan, VAE_TILING_MIN_PIXELS decides.
+    """
+    is_cuda = device.type == "cuda"
+    if plan is not None and plan.vae_tiling:
+        return VaeTiling(plan.vae_tile_size or VAE_TILE_SIZE, plan.vae_tile_stride or VAE_TILE_STRIDE)
+    if plan is not None and is_cuda:
+        return None
+    if height * width <= VAE_TILING_MIN_PIXELS["cuda" if is_cuda else "cpu"]:
+        return None
+    if is_cuda:
+        return VaeTiling(VAE_TILE_SIZE, VAE_TILE_STRIDE)
+    return VaeTiling(CPU_VAE_TILE, CPU_VAE_TILE * 3 // 4)
+
+
 @contextlib.contextmanager
-def _vae_tiling(vae: Any, height: int, width: int, device: torch.device) -> Iterator[None]:
-    """Turn on the VAE's tiling for frames above the device's VAE_TILING_MIN_PIXELS, and turn it off after."""
-    threshold = VAE_TILING_MIN_PIXELS["cuda" if device.type == "cuda" else "cpu"]
-    is_tiled = height * width > threshold
-    if is_tiled and device.type == "cuda":
-        vae.enable_tiling()
-    elif is_tiled:
+def _vae_tiling(vae: Any, tiling: VaeTiling | None) -> Iterator[None]:
+    """Run the block with the VAE tiled in ``tiling``'s tiles (None: untiled), and leave the VAE untiled after it.
+
+    Tiling is set on every call, because a memory plan applied at load time may have left it on.
+    """
+    if tiling is None:
+        vae.disable_tiling()
+    else:
         vae.enable_tiling(
-            tile_sample_min_height=CPU_VAE_TILE,
-            tile_sample_min_width=CPU_VAE_TILE,
-            tile_sample_stride_height=CPU_VAE_TILE * 3 // 4,
-            tile_sample_stride_width=CPU_VAE_TILE * 3 // 4,
+            tile_sample_min_height=tiling.tile_size,
+            tile_sample_min_width=tiling.tile_size,
+            tile_sample_stride_height=tiling.stride,
+            tile_sample_stride_width=tiling.stride,
         )
     try:
         yield
     finally:
-        if is_tiled:
-            vae.disable_tiling()
+        vae.disable_tiling()
 
 
 def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
