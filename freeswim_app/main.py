@@ -209,7 +209,7 @@ def _main_window(args: argparse.Namespace, log_file: Path, engine_loader: Engine
     QGuiApplication.setApplicationDisplayName(APP_DISPLAY_NAME)
     app.setOrganizationName(ORGANIZATION_NAME)
     app.setApplicationVersion(__version__)
-    QGuiApplication.setDesktopFileName("freeswim-studio")
+    QGuiApplication.setDesktopFileName("org.freeswim.FreeSwimStudio")
     icon_path = _icon_path()
     if icon_path is not None:
         QGuiApplication.setWindowIcon(QIcon(str(icon_path)))
