@@ -11,6 +11,7 @@ import datetime
 import enum
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,19 @@ import numpy
 import torch
 
 from freeswim_engine import __version__, pipeline, video_io
-from freeswim_engine.errors import OutOfMemoryError, RenderCancelled
+from freeswim_engine.cache_stores import open_cache_store
+from freeswim_engine.errors import FreeSwimError, OutOfMemoryError, RenderCancelled
 from freeswim_engine.intermediates import Stage1Cache, load_latents, save_latents
 from freeswim_engine.latent_preview import preview_frames
-from freeswim_engine.models import LoadedModel, ModelInfo, list_models, load_model, resolve_model
+from freeswim_engine.memory import (
+    DeviceMemory,
+    MemoryPlan,
+    PlanOutOfMemoryError,
+    classify_out_of_memory,
+    plan_memory,
+    read_device_memory,
+)
+from freeswim_engine.models import LoadedModel, ModelInfo, list_models, load_model, resolve_device, resolve_model
 from freeswim_engine.request import MAX_SEED, RenderRequest, stage2_step_count
 
 logger = logging.getLogger(__name__)
@@ -75,21 +85,35 @@ class RenderResult:
     peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated on CUDA, else None
     seconds: float
     warnings: list[str]
-    plan_summary: str | None = None
+    plan_summary: str | None = None  # MemoryPlan.explain() of the plan the render used
 
 
-def render(request: RenderRequest, callbacks: RenderCallbacks | None = None, *, work_dir: Path | None = None) -> RenderResult:
+def render(
+    request: RenderRequest,
+    callbacks: RenderCallbacks | None = None,
+    *,
+    work_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+    plan: MemoryPlan | None = None,
+) -> RenderResult:
     """Render text to video in two stages, or upscale ``request.input_video`` when it is set.
 
     ``work_dir`` keeps stage 1's latents, its video (``base.mp4``) and a JSON key of its
     settings. A retry with the same stage-1 settings, a random seed included, skips stage 1.
+    ``scratch_dir`` receives the cross-attention cache when the memory plan puts it on
+    disk; None uses ``work_dir``, else the system's temporary folder. The cache files are
+    removed when stage 2 ends, also on failure or cancellation. ``plan`` is a memory plan
+    made for this request with ``plan_memory``; None plans from the machine's free memory
+    before the weights load.
 
-    Raises InvalidRequestError, ModelLoadError, RenderCancelled (no file is left under the
-    output name), NonFiniteLatentsError, OutOfMemoryError or ExportError.
+    Raises InvalidRequestError, ModelLoadError, PlanRejectedError (before any weights load),
+    RenderCancelled (no file is left under the output name), NonFiniteLatentsError,
+    OutOfMemoryError (a PlanOutOfMemoryError naming the plan and a more frugal one, once
+    the plan exists) or ExportError.
     """
     if request.input_video is not None:
-        return upscale(request, callbacks, work_dir=work_dir)
-    return _Job(request, callbacks, work_dir).run("render", _render_steps)
+        return upscale(request, callbacks, work_dir=work_dir, scratch_dir=scratch_dir, plan=plan)
+    return _Job(request, callbacks, work_dir, scratch_dir, plan).run("render", _render_steps)
 
 
 def _render_steps(job: _Job) -> RenderResult:
@@ -98,7 +122,7 @@ def _render_steps(job: _Job) -> RenderResult:
     base_latents = job.stage1(embeddings)
 
     job.enter(Stage.UPSAMPLING)
-    base_video = pipeline.decode_latents(job.model, base_latents, stage="stage-1")
+    base_video = pipeline.decode_latents(job.model, base_latents, stage="stage-1", plan=job.plan)
     job.check_cancel()
     job.write_base_video(base_video)
     clean_latents = job.upsample_and_encode(base_video)
@@ -107,20 +131,31 @@ def _render_steps(job: _Job) -> RenderResult:
     return job.finish(job.stage2(embeddings, clean_latents))
 
 
-def upscale(request: RenderRequest, callbacks: RenderCallbacks | None = None, *, work_dir: Path | None = None) -> RenderResult:
+def upscale(
+    request: RenderRequest,
+    callbacks: RenderCallbacks | None = None,
+    *,
+    work_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+    plan: MemoryPlan | None = None,
+) -> RenderResult:
     """Refine an existing video (an MP4 or a folder of PNG/JPEG frames) at the target size: stage 2 only.
 
     The frames are resized to (height, width). A clip whose frame count is not 4k+1 loses
-    its last frames, with a warning that states how many.
+    its last frames, with a warning that states how many. The input is read before the
+    memory plan is made, so the plan counts the frames actually used. ``scratch_dir`` and
+    ``plan`` work as in ``render``.
     """
     if request.input_video is None:
         raise ValueError("upscale() needs request.input_video; use render() for text-to-video")
-    return _Job(request, callbacks, work_dir).run("upscale", _upscale_steps)
+    return _Job(request, callbacks, work_dir, scratch_dir, plan).run("upscale", _upscale_steps)
 
 
 def _upscale_steps(job: _Job) -> RenderResult:
-    job.prepare()
+    job.enter(Stage.LOADING)
+    job.resolve_request()
     frames = job.read_input_video()
+    job.load()
     embeddings = job.encode_prompts()
 
     job.enter(Stage.UPSAMPLING)
@@ -174,11 +209,23 @@ class _Settings:
 class _Job:
     """State of one render or upscale while it runs: the resolved request, the model and progress reporting."""
 
-    def __init__(self, request: RenderRequest, callbacks: RenderCallbacks | None, work_dir: Path | None) -> None:
+    def __init__(
+        self,
+        request: RenderRequest,
+        callbacks: RenderCallbacks | None,
+        work_dir: Path | None,
+        scratch_dir: Path | None = None,
+        plan: MemoryPlan | None = None,
+    ) -> None:
         self.original = request
         self.request = request
         self.callbacks = callbacks or RenderCallbacks()
         self.work_dir = work_dir
+        # DiskCacheStore makes its own subfolder here and deletes it, so the system's
+        # temporary folder is safe to share.
+        self.scratch_dir = scratch_dir or work_dir or Path(tempfile.gettempdir())
+        self.given_plan = plan
+        self._plan: MemoryPlan | None = None
         self.stage1_cache = Stage1Cache(work_dir) if work_dir is not None else None
         self.warnings: list[str] = []
         self.started = time.monotonic()
@@ -193,6 +240,11 @@ class _Job:
     def model(self) -> LoadedModel:
         assert self._model is not None, "prepare() loads the model first"
         return self._model
+
+    @property
+    def plan(self) -> MemoryPlan:
+        assert self._plan is not None, "load() makes the memory plan first"
+        return self._plan
 
     @property
     def settings(self) -> _Settings:
@@ -231,40 +283,98 @@ class _Job:
         return on_step
 
     def run(self, mode: str, steps: Callable[[_Job], RenderResult]) -> RenderResult:
-        """Run ``steps`` on this job, logging the start and any failure and turning CUDA OOM into OutOfMemoryError."""
+        """Run ``steps`` on this job, log its start and any failure, and raise memory exhaustion as OutOfMemoryError."""
         logger.info("Starting %s of %r with model %s", mode, self.original.prompt[:80], self.original.model)
         try:
             return steps(self)
         except RenderCancelled:
             raise
-        except torch.cuda.OutOfMemoryError as error:
-            stage = self.stage.value if self.stage else "start-up"
-            logger.error("Out of GPU memory during %s: %s", stage, error)
-            raise OutOfMemoryError(
-                f"The GPU ran out of memory during {stage} at {self.request.width}x{self.request.height}, "
-                f"{self.request.num_frames} frames. Try a smaller size, fewer frames, method freeswim-cached "
-                "with a larger cache interval, or device cpu."
-            ) from error
         except Exception as error:
-            logger.error("The %s failed during %s: %s", mode, self.stage.value if self.stage else "start-up", error)
+            out_of_memory = self._out_of_memory_error(error)
+            if out_of_memory is not None:
+                raise out_of_memory from error
+            logger.error("The %s failed during %s: %s", mode, self._stage_name(), error)
             raise
+
+    def _stage_name(self) -> str:
+        return self.stage.value if self.stage else "start-up"
+
+    def _out_of_memory_error(self, error: Exception) -> OutOfMemoryError | None:
+        """Return the OutOfMemoryError to raise for ``error``, or None when it is not an out-of-memory error."""
+        if isinstance(error, FreeSwimError):
+            return None
+        stage = self._stage_name()
+        if self._plan is not None:
+            classified = classify_out_of_memory(error, self._plan)
+            if classified is not None:
+                logger.error("Out of memory during %s: %s", stage, error)
+                message = f"{classified} The render stopped during {stage}."
+                return PlanOutOfMemoryError(message, classified.plan, classified.suggested_plan)
+        if not isinstance(error, torch.cuda.OutOfMemoryError):
+            return None
+        # Before the plan exists, for example while the device is measured.
+        logger.error("Out of GPU memory during %s: %s", stage, error)
+        return OutOfMemoryError(
+            f"The GPU ran out of memory during {stage} at {self.request.width}x{self.request.height}, "
+            f"{self.request.num_frames} frames. Try a smaller size, fewer frames, method freeswim-cached "
+            "with a larger cache interval, or device cpu."
+        )
 
     # -- steps ---------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Validate the request against the model, fill in defaults, load the model and choose the seed."""
+        """Validate the request, fill in defaults, plan memory, load the model and choose the seed."""
         self.enter(Stage.LOADING)
+        self.resolve_request()
+        self.load()
+
+    def resolve_request(self) -> None:
+        """Validate the request against the model and fill in the model's defaults. Loads no weights."""
         self.info = resolve_model(self.original.model)
         self.warnings.extend(self.original.validate(self.info))
         for warning in self.warnings:
             logger.warning("%s", warning)
         self.request = self.original.with_defaults(self.info.preset)
-        self._model = load_model(self.info, self.request.device, self.request.dtype)
+
+    def load(self) -> None:
+        """Plan memory, load the model as the plan places it, and choose the seed and output path.
+
+        PlanRejectedError from the planner stops the render here, before any weights load.
+        """
+        assert self.info is not None, "resolve_request() resolves the model first"
+        device = resolve_device(self.request.device)
+        self._plan = self._memory_plan(self.info, device)
+        self._model = load_model(self.info, self.request.device, self.request.dtype, plan=self._plan)
         if self.model.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.model.device)
         seed = self._choose_seed()
         self.request = dataclasses.replace(self.request, seed=seed)
         self._update(output_path=self._output_path())
+
+    def _memory_plan(self, info: ModelInfo, device: torch.device) -> MemoryPlan:
+        plan = self.given_plan
+        if plan is None:
+            # plan_memory logs the plan's summary.
+            return plan_memory(self.request, info, self._read_free_memory(device))
+        if plan.device.is_cuda != (device.type == "cuda"):
+            raise ValueError(
+                f"The memory plan was made for a {plan.device.device_type} device, but the request runs on "
+                f"{device}. Make the plan with plan_memory for this request, or pass plan=None."
+            )
+        logger.info("Using the given memory plan for %s: %s", plan.model_name, plan.summary())
+        return plan
+
+    def _read_free_memory(self, device: torch.device) -> DeviceMemory:
+        memory = read_device_memory(device, scratch_dir=self.scratch_dir)
+        if device.type != "cuda":
+            return memory
+        # The driver counts what this process already holds as used: the model loaded by an
+        # earlier render and the caching allocator's free blocks. All of it serves this render,
+        # because load_model either reuses that model or releases it before loading another.
+        # NOTE: this assumes nothing but the loaded model outlives a render on the GPU.
+        reserved = torch.cuda.memory_reserved(device)
+        free = min(memory.total_vram_bytes, memory.free_vram_bytes + reserved)
+        return dataclasses.replace(memory, free_vram_bytes=free)
 
     def _choose_seed(self) -> int:
         if self.request.seed is not None:
@@ -359,7 +469,11 @@ class _Job:
         )
 
     def read_input_video(self) -> numpy.ndarray:
-        """Read the input video, trim it to 4k+1 frames and record the frame count and fps used."""
+        """Read the input video, trim it to 4k+1 frames and record the frame count and fps used.
+
+        Runs after ``resolve_request`` and before ``load``, so no weights are loaded yet.
+        """
+        assert self.info is not None, "resolve_request() resolves the model first"
         source = self.original.input_video
         if source is None:
             raise ValueError("read_input_video() needs request.input_video")
@@ -376,7 +490,7 @@ class _Job:
             )
             frames = frames[:usable]
 
-        fps = self.original.fps or (round(source_fps) if source_fps else None) or self.model.info.preset.fps
+        fps = self.original.fps or (round(source_fps) if source_fps else None) or self.info.preset.fps
         if self.original.fps is None and source_fps is None:
             self._warn(f"The input states no frame rate; exporting at the model's {fps} fps.")
         source_height, source_width = frames.shape[1:3]
@@ -385,7 +499,7 @@ class _Job:
                 f"The input is {source_width}x{source_height}, another aspect ratio than the target "
                 f"{self.request.width}x{self.request.height}, so it is stretched."
             )
-        self._update(num_frames=len(frames), fps=int(fps))
+        self.request = dataclasses.replace(self.request, num_frames=len(frames), fps=int(fps))
         logger.info("Upscaling %s: %d frames of %dx%d", source, len(frames), source_width, source_height)
         return frames
 
@@ -398,7 +512,7 @@ class _Job:
         # NOTE: cancellation is checked before and after each VAE call but not inside one, which
         # takes minutes at 4K on a CPU.
         self.check_cancel()
-        return pipeline.encode_video(self.model, resized)
+        return pipeline.encode_video(self.model, resized, plan=self.plan)
 
     def stage2(self, embeddings: pipeline.PromptEmbeddings, clean_latents: torch.Tensor) -> torch.Tensor:
         self.enter(Stage.STAGE2)
@@ -412,21 +526,25 @@ class _Job:
             settings.num_inference_steps,
             request.method,
         )
-        latents = pipeline.run_stage2(
-            self.model,
-            embeddings,
-            clean_latents,
-            num_inference_steps=settings.num_inference_steps,
-            strength=request.strength,
-            guidance_scale=settings.guidance_scale,
-            flow_shift=settings.flow_shift,
-            method=request.method,
-            cache_interval=request.cache_interval,
-            base_size=(settings.base_height, settings.base_width),
-            # A generator apart from stage 1's, so that stage 2's noise is the same whether stage 1 ran or was reused.
-            generator=pipeline.make_generator((self.seed + 1) % (MAX_SEED + 1)),
-            on_step=self.step_callback(Stage.STAGE2),
-        )
+        # The store deletes a disk cache's files on exit, also when a step raises RenderCancelled.
+        with open_cache_store(self.plan.cache_placement, self.scratch_dir) as cache_store:
+            latents = pipeline.run_stage2(
+                self.model,
+                embeddings,
+                clean_latents,
+                num_inference_steps=settings.num_inference_steps,
+                strength=request.strength,
+                guidance_scale=settings.guidance_scale,
+                flow_shift=settings.flow_shift,
+                method=request.method,
+                cache_interval=request.cache_interval,
+                base_size=(settings.base_height, settings.base_width),
+                # A generator apart from stage 1's, so that stage 2's noise is the same whether stage 1
+                # ran or was reused.
+                generator=pipeline.make_generator((self.seed + 1) % (MAX_SEED + 1)),
+                cache_store=cache_store,
+                on_step=self.step_callback(Stage.STAGE2),
+            )
         if request.save_latents is not None:
             self.latents_path = save_latents(request.save_latents, latents, self._metadata())
             logger.info("Saved the final latents to %s", self.latents_path)
@@ -435,7 +553,7 @@ class _Job:
     def finish(self, latents: torch.Tensor) -> RenderResult:
         """Decode the final latents, export the MP4 and build the result."""
         self.enter(Stage.DECODING)
-        frames = pipeline.video_to_frames(pipeline.decode_latents(self.model, latents, stage="stage-2"))
+        frames = pipeline.video_to_frames(pipeline.decode_latents(self.model, latents, stage="stage-2", plan=self.plan))
 
         self.enter(Stage.EXPORTING)
         request = self.request
@@ -455,6 +573,7 @@ class _Job:
             peak_memory_bytes=peak,
             seconds=seconds,
             warnings=self.warnings,
+            plan_summary=self.plan.explain(),
         )
 
     def _metadata(self) -> dict[str, Any]:

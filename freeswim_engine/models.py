@@ -459,7 +459,12 @@ def load_model(
         gc.collect()
     folder = _installed_folder(info)
     logger.info(
-        "Loading model %s from %s on %s (%s, weights: %s)", info.name, folder, torch_device, transformer_dtype, placement
+        "Loading model %s from %s on %s (%s, weights: %s)",
+        info.name,
+        folder,
+        torch_device,
+        transformer_dtype,
+        placement,
     )
     pipeline = _load_pipeline(folder, torch_device, transformer_dtype)
     _place_pipeline(pipeline, torch_device, plan)
