@@ -55,6 +55,7 @@ class RenderTask(NamedTuple):
     want_previews: bool
     preview_every_steps: int = 1  # send the previews of every Nth denoising step and of the last one
     copy_dir: str | None = None  # folder that also receives the finished MP4 and its sidecar
+    scratch_dir: str | None = None  # folder for a disk cross-attention cache; None: the engine's default, work_dir
 
 
 class ProgressMessage(NamedTuple):
@@ -158,11 +159,15 @@ class EngineWorker(QObject):
         work_dir.mkdir(parents=True, exist_ok=True)
         callbacks = self._callbacks(api, task)
 
+        options: dict[str, Any] = {"work_dir": work_dir}
+        if task.scratch_dir:
+            options["scratch_dir"] = Path(task.scratch_dir)
+
         logger.info("Job %s: rendering %s to %s", task.job_id, task.kind, request.output_path)
         if task.kind == JobKind.UPSCALE.value:
-            result = api.upscale(request, callbacks, work_dir=work_dir)
+            result = api.upscale(request, callbacks, **options)
         else:
-            result = api.render(request, callbacks, work_dir=work_dir)
+            result = api.render(request, callbacks, **options)
         logger.info("Job %s: wrote %s in %.1f s", task.job_id, result.output_path, result.seconds)
         warnings = list(result.warnings)
         if task.copy_dir:
@@ -339,6 +344,7 @@ class RenderRunner(QObject):
         want_previews: bool = True,
         preview_every_steps: int = 1,
         output_dir: Path | None = None,
+        scratch_dir: Path | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -347,6 +353,8 @@ class RenderRunner(QObject):
         self.want_previews = want_previews
         self.preview_every_steps = preview_every_steps
         self.output_dir = output_dir  # also receives each finished MP4; None: no copy
+        # Receives a disk cross-attention cache (AppSettings.cache_dir); None: the job's folder.
+        self.scratch_dir = scratch_dir
         self._current_job_id: str | None = None
         self._is_shut_down = False
         self._dispatch_scheduled = False
@@ -452,6 +460,7 @@ class RenderRunner(QObject):
             want_previews=self.want_previews,
             preview_every_steps=max(1, self.preview_every_steps),
             copy_dir=str(self.output_dir) if self.output_dir else None,
+            scratch_dir=str(self.scratch_dir) if self.scratch_dir else None,
         )
         self._queue.mark_running(job.id, time.time())
         logger.info("Starting %s", job.describe())

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QCoreApplication, QThread
@@ -156,6 +157,43 @@ def test_upscale_this_runs_upscale(qtbot: QtBot, queue: JobQueue, scripted_engin
     assert done.state is JobState.DONE, done.error
     assert scripted_engine.calls == [("render", None), ("upscale", str(output))]
     assert done.result.output_path != output
+
+
+class ScratchRecordingEngine(ScriptedEngine):
+    """A scripted engine whose render and upscale take ``scratch_dir``, as the real engine's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scratch_dirs: list[tuple[str, Path | None]] = []
+
+    def render(self, request: Any, callbacks: Any = None, *, work_dir: Path | None = None, **options: Any) -> Any:
+        mode = options.pop("mode", "render")
+        self.scratch_dirs.append((mode, options.pop("scratch_dir", None)))
+        return super().render(request, callbacks, work_dir=work_dir, mode=mode)
+
+    def upscale(self, request: Any, callbacks: Any = None, *, work_dir: Path | None = None, **options: Any) -> Any:
+        return self.render(request, callbacks, work_dir=work_dir, mode="upscale", **options)
+
+
+def test_scratch_dir_reaches_engine(qtbot: QtBot, queue: JobQueue, make_runner, tmp_path: Path) -> None:
+    engine = ScratchRecordingEngine()
+    runner = make_runner(engine)
+    runner.scratch_dir = tmp_path / "scratch"
+    source = queue.add(small_request("with scratch"))
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.start()
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.add_upscale(source.id, width=128, height=64)
+
+    runner.scratch_dir = None
+    with qtbot.waitSignal(runner.queue_drained, timeout=WAIT_MS):
+        queue.add(small_request("without scratch"))
+
+    assert engine.scratch_dirs == [
+        ("render", tmp_path / "scratch"),
+        ("upscale", tmp_path / "scratch"),
+        ("render", None),
+    ]
 
 
 def test_drained_reported_once(qtbot: QtBot, queue: JobQueue, scripted_engine: ScriptedEngine, make_runner) -> None:
