@@ -1,8 +1,8 @@
 """Memory plans in the render path: cache placements, scratch files, rejected plans and out-of-memory errors.
 
-Renders use the built-in demo model with a 112x64 base and a 224x128 target, so the
-stage-2 token grid (8x14) is larger than the FreeSwim window (5x7) and the two
-branches differ, while the VAE, which dominates a CPU render, stays cheap. Four steps
+Renders use the built-in demo model with a 112x64 base and a 224x128 target. The
+stage-2 token grid (8x14) is then larger than the FreeSwim window (5x7), so the two
+branches differ, and the VAE, which dominates a CPU render, stays cheap. Four steps
 with strength 0.7 give three stage-2 steps, so with cache interval 2 the
 cross-attention cache is written on steps 1 and 3 and read on step 2.
 """
@@ -162,7 +162,7 @@ def test_cache_placements_give_identical_latents(
     assert torch.equal(latents[CachePlacement.DISK], reference)
 
 
-def test_disk_cache_in_work_dir_removed_after_success(
+def test_work_dir_disk_cache_removed_after_success(
     tmp_path: Path, stage1_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = spy_on_stores(monkeypatch, stage1_dir)
@@ -260,8 +260,8 @@ def test_plan_for_other_device_rejected(tmp_path: Path, monkeypatch: pytest.Monk
     assert loads == []
 
 
-def test_cuda_plan_counts_memory_this_process_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A GPU with 80 GiB, of which the driver reports 2 GiB free while this process holds 30 GiB.
+def test_cuda_plan_counts_reserved_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An 80 GiB GPU: the driver reports 2 GiB free, and this process has 30 GiB reserved.
     measured = DeviceMemory("cuda", 2 * GIB, 80 * GIB, 64 * GIB, 64 * GIB, None, "test GPU")
     monkeypatch.setattr(api, "resolve_device", lambda device: torch.device("cuda"))
     monkeypatch.setattr(api, "read_device_memory", lambda device, scratch_dir=None: measured)
