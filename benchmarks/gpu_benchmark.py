@@ -122,7 +122,7 @@ def measure_attention(config: SizeConfig, device: torch.device, repeats: int) ->
     tensor_shape = (1, shape.num_heads, length, shape.head_dim)
     query, key, value = (torch.randn(tensor_shape, generator=generator, device=device, dtype=config.dtype) for _ in range(3))
     start = time.perf_counter()
-    window_attention(query, key, value, geometry, scale)  # compiles flex attention for this shape
+    window_attention(query, key, value, geometry, scale)  # on CUDA, compiles flex attention for this shape
     synchronize(device)
     first_window_call_s = time.perf_counter() - start
     failure = compiled_attention_failure()

@@ -63,14 +63,15 @@ def window_density(grid: tuple[int, int, int]) -> float:
 def warm_up(transformer: Any, grid: tuple[int, int, int], shape: ModelShape, cases: Sequence[MethodCase] = METHOD_CASES) -> StepInputs:
     """Run one untimed step of every case at ``grid`` and return the inputs for timing.
 
-    The first window step compiles flex attention for the grid and builds its block mask.
+    On CUDA the first window step compiles flex attention for the grid and
+    builds its block mask; on the CPU the engine uses gathered-window SDPA.
     """
     inputs = make_inputs(grid, shape.text_dim, torch.float32, torch.device("cpu"))
     for case in cases:
         time_cycle(transformer, case, inputs, num_steps=1)
     failure = compiled_attention_failure()
     if failure is not None:
-        raise RuntimeError(f"compiled flex attention is off in this process ({failure}); window steps would use masked SDPA")
+        raise RuntimeError(f"compiled flex attention is off in this process ({failure}); window steps would use the fallback")
     return inputs
 
 

@@ -6,10 +6,12 @@ value tensors, in interleaved rounds:
 - ``full``: dense ``scaled_dot_product_attention`` over every key;
 - ``masked``: dense SDPA with the exact boolean window mask, over chunks of
   query rows so the mask stays near 64 MiB (same FLOPs as ``full``);
-- ``window``: the engine's fast path, compiled flex attention over tokens
-  reordered into 8x16 tiles, with the tiled block mask;
-- ``gathered``: the engine's fallback when compilation fails, SDPA over each
-  query tile's gathered key window with the exact mask.
+- ``window``: ``flex_window_attention``, compiled flex attention over tokens
+  reordered into 8x16 tiles with the tiled block mask (the engine's path on
+  GPUs);
+- ``gathered``: ``gathered_window_attention``, SDPA over each query tile's
+  gathered key window with the exact mask (the engine's path on the CPU, and
+  its fallback when compilation fails).
 
 It also times the one-time block-mask build and reports the mask's size, and
 puts the time ratio window/full next to the share of FLOPs that the window
@@ -46,7 +48,7 @@ from benchmarks.common import (
     write_results,
 )
 from freeswim_engine.attention import WindowGeometry, compiled_attention_failure, freeswim_attention_scale
-from freeswim_engine.attention.kernels import full_attention, gathered_window_attention, window_attention
+from freeswim_engine.attention.kernels import flex_window_attention, full_attention, gathered_window_attention
 from freeswim_engine.attention.tiles import TiledLayout, block_density, tiled_block_mask
 
 logger = logging.getLogger(__name__)
@@ -176,7 +178,7 @@ def measure_kernels(case: GridCase, repeats: int) -> dict[str, Any]:
     # The first window call compiles flex attention for this shape (and builds
     # the cached block mask); it is timed apart from the steady state.
     start = time.perf_counter()
-    window_output = window_attention(query, key, value, geometry, scale)
+    window_output = flex_window_attention(query, key, value, geometry, scale)
     first_window_call_s = time.perf_counter() - start
     failure = compiled_attention_failure()
     if failure is not None:
@@ -191,7 +193,7 @@ def measure_kernels(case: GridCase, repeats: int) -> dict[str, Any]:
         {
             "full": lambda: full_attention(query, key, value, scale),
             "masked": lambda: masked_attention(query, key, value, geometry, scale),
-            "window": lambda: window_attention(query, key, value, geometry, scale),
+            "window": lambda: flex_window_attention(query, key, value, geometry, scale),
             "gathered": lambda: gathered_window_attention(query, key, value, geometry, scale),
         },
         repeats=repeats,
