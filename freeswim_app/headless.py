@@ -37,10 +37,12 @@ def run_headless(
     stderr: TextIO | None = None,
     engine_loader: EngineLoader = load_engine,
     output_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> int:
     """Render every queued job of ``project`` in order and print each MP4 path on its own line.
 
     ``output_dir`` also receives a copy of each MP4, as the window's output folder setting does.
+    ``scratch_dir`` contains the disk cross-attention cache when the memory plan puts it on disk.
     Failures and cancellations go to ``stderr`` and the next job runs.
     Returns EXIT_OK when every job finished, EXIT_JOB_FAILED when at least one
     failed and EXIT_INTERRUPTED after Ctrl+C, which marks the running job
@@ -50,7 +52,9 @@ def run_headless(
     err = stderr or sys.stderr
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])  # noqa: F841 (kept alive for the loop)
     queue = JobQueue(project)
-    runner = RenderRunner(queue, engine_loader=engine_loader, want_previews=False, output_dir=output_dir)
+    runner = RenderRunner(
+        queue, engine_loader=engine_loader, want_previews=False, output_dir=output_dir, scratch_dir=scratch_dir
+    )
     loop = QEventLoop()
     outcome = _Outcome()
 

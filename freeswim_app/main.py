@@ -105,6 +105,7 @@ class AppState(QObject):
         self.runner.want_previews = settings.show_previews
         self.runner.preview_every_steps = settings.preview_every_steps
         self.runner.output_dir = settings.output_dir
+        self.runner.scratch_dir = settings.cache_dir
         apply_engine_cache_dir(settings.cache_dir, self._inherited_cache_dir)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
@@ -187,7 +188,9 @@ def _main_headless(args: argparse.Namespace, engine_loader: EngineLoader) -> int
         return EXIT_USAGE
     settings = AppSettings.load()
     apply_engine_cache_dir(settings.cache_dir, os.environ.get(ENGINE_CACHE_DIR_ENV))
-    return run_headless(project, engine_loader=engine_loader, output_dir=settings.output_dir)
+    return run_headless(
+        project, engine_loader=engine_loader, output_dir=settings.output_dir, scratch_dir=settings.cache_dir
+    )
 
 
 def _open_requested_project(args: argparse.Namespace) -> Project:

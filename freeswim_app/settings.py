@@ -61,9 +61,9 @@ class AppSettings:
     # Folder that receives a copy of each finished MP4 and its JSON sidecar. The project keeps
     # its own copy in outputs/. None: no copy.
     output_dir: Path | None = None
-    # The engine's cache folder, which contains the demo model. None: the platform's user cache folder.
-    # NOTE: the disk cross-attention cache does not use it yet, because the engine's render()
-    # takes no scratch folder.
+    # The engine's cache folder: the demo model, and the cross-attention cache when the memory plan
+    # puts it on disk. None: the platform's user cache folder for the demo model, and each job's
+    # folder for the cross-attention cache.
     cache_dir: Path | None = None
     show_previews: bool = True  # ask the engine for preview frames while rendering
     preview_every_steps: int = 1  # denoising steps between two previews sent to the window; >= 1

@@ -111,7 +111,11 @@ class SettingsDialog(QDialog):
             ),
             "cache_dir": (
                 self.tr("Cache folder"),
-                self.tr("Where the engine keeps the demo model. Empty uses the user cache folder."),
+                self.tr(
+                    "Where the engine keeps the demo model, and the cross-attention cache when the memory "
+                    "plan puts it on disk. Empty: the user cache folder for the demo model, and each job's "
+                    "folder for the cross-attention cache."
+                ),
             ),
             "show_previews": (self.tr("Live previews"), self.tr("Show decoded previews of the latents while a job renders")),
             "preview_every_steps": (

@@ -124,11 +124,24 @@ class ScriptedEngine:
                 raise TimeoutError("the test never released the scripted render")
         self.step_started.clear()
 
-    def upscale(self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None) -> Any:
-        return self.render(request, callbacks, work_dir=work_dir, mode="upscale")
+    def upscale(
+        self,
+        request: Any,
+        callbacks: ScriptedCallbacks | None = None,
+        *,
+        work_dir: Path | None = None,
+        scratch_dir: Path | None = None,
+    ) -> Any:
+        return self.render(request, callbacks, work_dir=work_dir, scratch_dir=scratch_dir, mode="upscale")
 
     def render(
-        self, request: Any, callbacks: ScriptedCallbacks | None = None, *, work_dir: Path | None = None, mode: str = "render"
+        self,
+        request: Any,
+        callbacks: ScriptedCallbacks | None = None,
+        *,
+        work_dir: Path | None = None,
+        scratch_dir: Path | None = None,
+        mode: str = "render",
     ) -> Any:
         from freeswim_engine.video_io import sidecar_path_for, write_mp4
 

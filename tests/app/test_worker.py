@@ -336,11 +336,13 @@ def test_app_state_applies_settings(qtbot: QtBot, project: Project, scripted_eng
         assert state.runner.preview_every_steps == 4
         assert state.runner.output_dir == tmp_path / "videos"
         assert os.environ[ENGINE_CACHE_DIR_ENV] == str(tmp_path / "cache")
+        assert state.runner.scratch_dir == tmp_path / "cache"
 
         settings.cache_dir = None
         settings.preview_every_steps = 2
         state.apply_settings()
         assert state.runner.preview_every_steps == 2
+        assert state.runner.scratch_dir is None
         assert os.environ.get(ENGINE_CACHE_DIR_ENV) == inherited
     finally:
         assert state.shutdown(timeout_s=30)

@@ -1,9 +1,9 @@
 """Tests of the two-stage pipeline and the engine API on a tiny random checkpoint.
 
 Most renders use a 32x48 base, a 64x96 target and direct attention, so both stages
-and the VAE run in seconds. FreeSwim methods run where the window covers the token
-grid, because a smaller window compiles flex attention, which takes minutes on a CPU.
-One slow test renders the built-in demo model with a window smaller than the grid.
+and the VAE run in seconds. FreeSwim methods mostly run where the window covers the
+token grid, which keeps these tests short. One slow test renders the built-in demo
+model with a window smaller than the grid.
 """
 
 from __future__ import annotations
