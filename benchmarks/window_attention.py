@@ -13,10 +13,11 @@ value tensors, in interleaved rounds:
   gathered key window with the exact mask (the engine's path on the CPU, and
   its fallback when compilation fails).
 
-It also times the one-time block-mask build and reports the mask's size, and
-puts the time ratio window/full next to the share of FLOPs that the window
-needs (the exact mask's density) and that the kernel visits (the block
-density over the padded, tiled sequence).
+It also times the one-time block-mask build and reports the mask's size.
+The time ratio window/full sits next to two shares of full attention's
+FLOPs: the share that the window needs (the exact mask's density) and the
+share that the flex kernel visits (block density over the padded, tiled
+sequence).
 
 Run from the repository root::
 
@@ -182,7 +183,7 @@ def measure_kernels(case: GridCase, repeats: int) -> dict[str, Any]:
     first_window_call_s = time.perf_counter() - start
     failure = compiled_attention_failure()
     if failure is not None:
-        raise RuntimeError(f"compiled flex attention is off in this process ({failure}); the window timing would be masked SDPA")
+        raise RuntimeError(f"compiled flex attention is off in this process ({failure}); the window column would time the gathered fallback")
     masked_output = masked_attention(query, key, value, geometry, scale)
     gathered_output = gathered_window_attention(query, key, value, geometry, scale)
     max_difference = float((window_output - masked_output).abs().max())
@@ -240,7 +241,8 @@ def measure_kernels(case: GridCase, repeats: int) -> dict[str, Any]:
 def run(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
     """Measure every grid of ``size`` (``"full"`` or ``"smoke"``) and return the figures."""
     cases = FULL_CASES if size == "full" else SMOKE_CASES
-    repeats = repeats if repeats is not None else (3 if size == "full" else 1)
+    if repeats is None:
+        repeats = 3 if size == "full" else 1
     compile_threads = limit_compile_workers()
     load_start = load_average()
     results = []
