@@ -12,6 +12,7 @@ every score and runs out of memory at video sizes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,9 @@ _COMPILE_ERRORS = (
     torch._dynamo.exc.TorchDynamoException,
     torch._dynamo.exc.FailOnRecompileLimitHit,
 )
+
+# Machines with at most this many cores compile in-process (see _limit_compile_workers).
+SMALL_MACHINE_CORES = 4
 
 _compiled_flex: Callable[..., Any] | None = None
 _compile_failure: str | None = None
@@ -231,8 +235,22 @@ def _get_compiled_flex() -> Callable[..., Any]:
     global _compiled_flex
     with _state_lock:
         if _compiled_flex is None:
+            _limit_compile_workers()
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
         return _compiled_flex
+
+
+def _limit_compile_workers() -> None:
+    """Compile in this process on machines with few cores, unless TORCHINDUCTOR_COMPILE_THREADS is set.
+
+    On a loaded 2-core CPU, Inductor's pool of compile workers made the first flex-attention
+    compile take 132 s against 15.5 s with one thread (benchmarks/README.md, torch 2.13.0).
+    """
+    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ or (os.cpu_count() or 1) > SMALL_MACHINE_CORES:
+        return
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = 1
 
 
 def _record_compile_failure(error: BaseException) -> None:
