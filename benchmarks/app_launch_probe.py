@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from freeswim_app.main import AppState, _build_window
+    from freeswim_app.main import AppState, build_window
     from freeswim_app.project import Project
     from freeswim_app.settings import AppSettings
     from freeswim_engine.logs import APP_NAME, configure_logging
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = AppSettings.load()
     project = Project.open(args.project, create=True)
     state = AppState(project, settings, log_file=log_file)
-    window = _build_window(state)
+    window = build_window(state)
     phases["window_built"] = time.perf_counter() - PROBE_START
     window.show()
     exposed = QTest.qWaitForWindowExposed(window, 10_000)

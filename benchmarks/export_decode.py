@@ -5,7 +5,7 @@ and moving stripes), made up front so that the encode time holds ffmpeg only.
 Random noise would be unrepresentative: it cannot be compressed and makes
 x264 many times slower than on rendered video.
 
-Decoding uses the player's reader, ``freeswim_app.ui.frames._read_frames``
+Decoding uses the player's reader, ``freeswim_app.ui.frames.read_frames``
 (imageio-ffmpeg piping raw RGB frames), over the whole file.
 
 Run from the repository root::
@@ -59,13 +59,13 @@ def make_frames(num_frames: int, width: int, height: int) -> numpy.ndarray:
 
 def decode_all(path: Path) -> int:
     """Decode every frame of ``path`` with the player's reader and return how many there were."""
-    from freeswim_app.ui.frames import _read_frames
+    from freeswim_app.ui.frames import read_frames
     from freeswim_engine.video_io import probe_mp4
 
     info = probe_mp4(path)
     fps = float(info.fps or FPS)
     count = 0
-    for frame in _read_frames(path, 0, fps, info.width, info.height):
+    for frame in read_frames(path, 0, fps, info.width, info.height):
         count += 1
         if frame.shape != (info.height, info.width, 3):
             raise RuntimeError(f"decoded frame {count} of {path} has shape {frame.shape}")

@@ -222,7 +222,7 @@ def _main_window(args: argparse.Namespace, log_file: Path, engine_loader: Engine
     if project is None:
         return EXIT_USAGE
     state = AppState(project, settings, engine_loader=engine_loader, log_file=log_file)
-    window = _build_window(state)
+    window = build_window(state)
     window.show()
     if args.start:
         state.queue.start()
@@ -266,7 +266,8 @@ def _open_start_project(args: argparse.Namespace, settings: AppSettings) -> Proj
         return None
 
 
-def _build_window(state: AppState) -> QWidget:
+def build_window(state: AppState) -> QWidget:
+    """Create the main window for ``state``, or a bare queue table when the window's module fails to import."""
     try:
         from freeswim_app.ui.main_window import MainWindow
     except ImportError:

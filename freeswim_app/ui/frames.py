@@ -231,7 +231,7 @@ class VideoFrameSource(FrameSource):
 
     def _decode_from(self, start: int) -> None:
         decoded = 0
-        for offset, frame in enumerate(_read_frames(self.path, start, self._fps, self._width, self._height)):
+        for offset, frame in enumerate(read_frames(self.path, start, self._fps, self._width, self._height)):
             index = start + offset
             self._cache.put(index, frame, keep=self._latest_request)
             self.frame_ready.emit(index)
@@ -272,7 +272,8 @@ def _probe(path: Path) -> tuple[int, int, float, int]:
     return int(width), int(height), fps, count
 
 
-def _read_frames(path: Path, start: int, fps: float, width: int, height: int) -> Iterator[np.ndarray]:
+def read_frames(path: Path, start: int, fps: float, width: int, height: int) -> Iterator[np.ndarray]:
+    """Decode ``path`` from frame ``start`` on, yielding ``(height, width, 3)`` uint8 RGB frames as the player shows them."""
     import imageio_ffmpeg
 
     input_params: list[str] = []
