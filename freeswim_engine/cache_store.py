@@ -1,8 +1,8 @@
 """Stores for the cross-attention cache of FreeSwim's cached mode.
 
-On refresh steps the full branch's cross-attention output of every transformer
-block (a tensor of shape ``(1, L, dim)``) is written with ``put``; on the other
-steps the window branch reads it back with ``get``. Every store returns the
+On refresh steps, ``put`` stores the full branch's cross-attention output of
+every transformer block, a tensor of shape ``(1, L, dim)``. On the other steps
+the window branch reads it back with ``get``. Every store returns the
 exact bits it was given, on the caller's device and dtype, so the placement
 never changes a render.
 """
@@ -16,7 +16,7 @@ import torch
 
 
 class CachePlacement(str, enum.Enum):
-    """Where the cross-attention cache lives."""
+    """Location of the cross-attention cache."""
 
     DEVICE = "device"  # the transformer's own device (GPU VRAM, or RAM on CPU)
     PINNED_HOST = "pinned-host"  # page-locked host memory, next block copied ahead on a side stream
