@@ -33,7 +33,15 @@ from freeswim_engine.memory import (
     plan_memory,
     read_device_memory,
 )
-from freeswim_engine.models import LoadedModel, ModelInfo, list_models, load_model, resolve_device, resolve_model
+from freeswim_engine.models import (
+    LoadedModel,
+    ModelInfo,
+    ensure_installed,
+    list_models,
+    load_model,
+    resolve_device,
+    resolve_model,
+)
 from freeswim_engine.request import MAX_SEED, RenderRequest, stage2_step_count
 
 logger = logging.getLogger(__name__)
@@ -342,6 +350,9 @@ class _Job:
         PlanRejectedError from the planner stops the render here, before any weights load.
         """
         assert self.info is not None, "resolve_request() resolves the model first"
+        # Both checks take seconds, and each would otherwise fail only after loading or rendering.
+        ensure_installed(self.info)
+        self._check_output_folder()
         device = resolve_device(self.request.device)
         self._plan = self._memory_plan(self.info, device)
         self._model = load_model(self.info, self.request.device, self.request.dtype, plan=self._plan)
@@ -350,6 +361,12 @@ class _Job:
         seed = self._choose_seed()
         self.request = dataclasses.replace(self.request, seed=seed)
         self._update(output_path=self._output_path())
+
+    def _check_output_folder(self) -> None:
+        if self.original.output_path is not None:
+            video_io.check_output_path(self.original.output_path)
+        elif self.work_dir is not None:
+            video_io.check_output_path(self.work_dir / "output-check.mp4")
 
     def _memory_plan(self, info: ModelInfo, device: torch.device) -> MemoryPlan:
         plan = self.given_plan

@@ -621,7 +621,12 @@ def _run_decode(args: argparse.Namespace) -> int:
 
     if not args.latents.is_file():
         raise InputVideoError(f"Latents file {args.latents} not found. Pass a file written by --save-latents.")
-    path = decode_latents_file(args.latents, args.output, device=args.device, codec=args.codec, crf=args.crf)
+    from freeswim_engine.video_io import mp4_path_for
+
+    target = mp4_path_for(args.output or args.latents.with_suffix(".mp4"))
+    if target.exists():
+        logger.warning("%s exists and will be replaced when decoding succeeds", target)
+    path = decode_latents_file(args.latents, target, device=args.device, codec=args.codec, crf=args.crf)
     print(path)
     return EXIT_OK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def load_latents(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Load latents and metadata written by ``save_latents``; raise InputVideoError for any other file."""
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputVideoError(f"{path} is not a FreeSwim latents file. Pass a file written by --save-latents.") from None
     except (OSError, RuntimeError, EOFError) as error:
         raise InputVideoError(f"Cannot read latents file {path}: {error}. Pass a file written by --save-latents.") from error
     if not isinstance(record, dict) or record.get("format") != LATENTS_FORMAT:

@@ -313,7 +313,7 @@ def _repo_info(repo_id: str) -> ModelInfo:
     if snapshot is None:
         raise ModelLoadError(
             f"Model {repo_id} is not in the Hugging Face cache ({hf_cache_dir()}) and the engine never downloads. "
-            f"{download_hint(repo_id).capitalize()}, or pass a local diffusers folder."
+            f"{_sentence_start(download_hint(repo_id))}, or pass a local diffusers folder."
         )
     return folder_info(snapshot, name=repo_id, source=ModelSource.HUB_CACHE, repo_id=repo_id)
 
@@ -343,6 +343,24 @@ def find_cached_snapshot(repo_id: str) -> Path | None:
         return Path(snapshot_download(repo_id, cache_dir=hf_cache_dir(), local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         return None
+
+
+def ensure_installed(info: ModelInfo) -> None:
+    """Raise ModelLoadError with the download command when ``info``'s weights are not on this machine.
+
+    The demo model passes, because it is built in code on first use.
+    """
+    if info.is_demo or (info.path is not None and info.is_installed):
+        return
+    raise ModelLoadError(
+        f"Model {info.name} ({info.repo_id}) is not in the Hugging Face cache ({hf_cache_dir()}). "
+        f"{_sentence_start(download_hint(info.repo_id))}, or pass a local diffusers folder."
+    )
+
+
+def _sentence_start(text: str) -> str:
+    # str.capitalize() would lowercase the rest, repo id included.
+    return text[:1].upper() + text[1:]
 
 
 def download_hint(repo_id: str | None) -> str:
@@ -499,11 +517,8 @@ def unload_models() -> None:
 def _installed_folder(info: ModelInfo) -> Path:
     if info.source is ModelSource.DEMO:
         return demo_model.ensure_demo_checkpoint()
-    if info.path is None or not info.is_installed:
-        raise ModelLoadError(
-            f"Model {info.name} ({info.repo_id}) is not in the Hugging Face cache ({hf_cache_dir()}). "
-            f"{download_hint(info.repo_id).capitalize()}, or pass a local diffusers folder."
-        )
+    ensure_installed(info)
+    assert info.path is not None  # ensure_installed checked it
     return info.path
 
 

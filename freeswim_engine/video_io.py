@@ -234,13 +234,43 @@ def _prepare_folder(final_path: Path) -> Path:
     return folder
 
 
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Check before a render that ``path`` (``.mp4`` added when missing) can be written, and return it.
+
+    Creates a missing folder, as ``write_mp4`` would, and writes and removes a
+    temporary file there, so that an unwritable path fails in seconds rather than
+    after the render. Raises ExportError that names the path and the reason.
+    """
+    final_path = mp4_path_for(path)
+    folder = _prepare_folder(final_path)
+    _create_temp_file(folder, final_path).unlink()
+    return final_path
+
+
 def _create_temp_file(folder: Path, final_path: Path) -> Path:
     try:
         handle, name = tempfile.mkstemp(prefix=f".{final_path.stem}.", suffix=".partial.mp4", dir=folder)
     except OSError as error:
         raise _os_error_to_export_error(error, final_path) from None
     os.close(handle)
+    _apply_default_mode(Path(name))
     return Path(name)
+
+
+def _apply_default_mode(path: Path) -> None:
+    """Give a file from ``mkstemp`` (mode 0600) the mode a plain ``open`` would, so others can read exports."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~_UMASK)
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, before any worker thread starts.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _settings_record(
@@ -428,6 +458,7 @@ def _write_json_atomically(path: Path, record: Mapping[str, Any], video_path: Pa
     except OSError as error:
         raise _os_error_to_export_error(error, path) from None
     temp_path = Path(name)
+    _apply_default_mode(temp_path)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
@@ -448,9 +479,9 @@ def _os_error_to_export_error(error: OSError, path: Path) -> ExportError:
 def _os_error_text(error: OSError, path: Path) -> str:
     if error.errno == errno.ENOSPC:
         return _disk_full_message(path)
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
         return f"the folder {path.parent} is not writable ({error.strerror}). Choose a folder you can write to."
-    return f"{error.strerror or error}."
+    return f"{error.strerror or error}. Choose another output path."
 
 
 def _disk_full_message(path: Path) -> str:

@@ -24,11 +24,12 @@ GIB = 1024**3
 def parse_size(text: str) -> int:
     """Convert a size such as ``24GiB``, ``80 GB`` or ``1.5TiB`` to bytes.
 
-    Units are case-insensitive. A bare number is a count of bytes. Raises
-    ValueError with the accepted units when the text is not a size.
+    Units are case-insensitive and required: a bare number such as ``24`` is
+    rejected rather than read as bytes. Raises ValueError with the accepted
+    units when the text is not a size.
     """
     match = _SIZE_PATTERN.match(text)
-    if match is None:
+    if match is None or not match.group(2):
         raise ValueError(
             f"Invalid size {text!r}: expected a number followed by a unit, for example 24GiB, 80GB or 512MiB."
         )

@@ -22,7 +22,7 @@ from freeswim_engine import api, pipeline
 from freeswim_engine.api import RenderCallbacks, Stage, render
 from freeswim_engine.cache_store import CachePlacement, CrossAttentionCacheStore
 from freeswim_engine.cache_stores import open_cache_store
-from freeswim_engine.errors import OutOfMemoryError, PlanRejectedError, RenderCancelled
+from freeswim_engine.errors import ExportError, ModelLoadError, OutOfMemoryError, PlanRejectedError, RenderCancelled
 from freeswim_engine.intermediates import load_latents
 from freeswim_engine.memory import (
     DeviceMemory,
@@ -403,3 +403,30 @@ def test_vae_tiling_keeps_cpu_rule_when_plan_untiled() -> None:
     assert pipeline.choose_vae_tiling(1088, 1920, cpu, untiled) is None
     assert pipeline.choose_vae_tiling(1088, 1920, cpu, tiled) == pipeline.VaeTiling(256, 192)
     assert pipeline.choose_vae_tiling(2176, 3840, cpu, None) == pipeline.VaeTiling(1024, 768)
+
+
+def test_unwritable_output_fails_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    loads: list[Any] = []
+    monkeypatch.setattr(api, "load_model", lambda *args, **kwargs: loads.append(args))
+
+    with pytest.raises(ExportError) as caught:
+        render(demo_request(tmp_path, output_path=blocker / "video.mp4"))
+
+    assert "not-a-folder" in str(caught.value)
+    assert "output" in str(caught.value)
+    assert loads == []
+
+
+def test_missing_model_fails_before_planning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    plans: list[Any] = []
+    monkeypatch.setattr(api, "plan_memory", lambda *args, **kwargs: plans.append(args))
+    request = RenderRequest(prompt="x", model="wan2.1-t2v-1.3b", width=832, height=480, num_frames=1)
+
+    with pytest.raises(ModelLoadError) as caught:
+        render(dataclasses.replace(request, output_path=tmp_path / "out.mp4"))
+
+    assert "hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in str(caught.value)
+    assert plans == []

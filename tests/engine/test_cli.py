@@ -458,3 +458,16 @@ def test_unreadable_input_prints_one_line(tmp_path: Path, demo_cache: Path, caps
     assert "broken.mp4" in error
     assert "Traceback" not in error
     assert "The upscale failed" in (tmp_path / "freeswim.log").read_text(encoding="utf-8")
+
+
+def test_decode_rejects_non_latents_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+
+    status = run_cli(tmp_path, "decode", "--latents", str(video), "--output", str(tmp_path / "z.mp4"))
+    error = capsys.readouterr().err
+
+    assert status == 2
+    assert "is not a FreeSwim latents file" in error
+    assert "Traceback" not in error
+    assert not (tmp_path / "z.mp4").exists()

@@ -22,7 +22,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
         ("512mib", 512 * 1024**2),
         ("1.5 TiB", int(1.5 * 1024**4)),
         (" 64 gb ", 64 * 1000**3),
-        ("4096", 4096),
+        ("4096B", 4096),
         ("100kB", 100_000),
         (".5GiB", 512 * 1024**2),
     ],
@@ -40,6 +40,7 @@ def test_parse_size_units(text: str, expected: int) -> None:
         ("-4GiB", "expected a number followed by a unit"),
         ("0GB", "greater than zero"),
         ("1e3GB", "expected a number followed by a unit"),
+        ("24", "expected a number followed by a unit"),  # 24 bytes is never what a user means
     ],
 )
 def test_parse_size_rejects(text: str, message: str) -> None:

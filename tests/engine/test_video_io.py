@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,24 @@ print(len(received), video_io.probe_mp4(path).num_frames)
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["1", "6"]
+
+
+def test_export_files_follow_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = numpy.zeros((1, 16, 16, 3), dtype=numpy.uint8)
+    monkeypatch.setattr(video_io, "_UMASK", 0o022)  # the umask read at import
+
+    path = video_io.write_mp4(frames, tmp_path / "shared.mp4", fps=16)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(video_io.sidecar_path_for(path).stat().st_mode) == 0o644
+
+
+def test_output_check_rejects_file_as_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+
+    with pytest.raises(ExportError, match="plain-file"):
+        video_io.check_output_path(blocker / "video")
+
+    assert video_io.check_output_path(tmp_path / "new" / "video") == tmp_path / "new" / "video.mp4"
+    assert list((tmp_path / "new").iterdir()) == []
