@@ -597,8 +597,9 @@ def _cancel_on_interrupt() -> Iterator[threading.Event]:
 
 def _print_result(result: RenderResult) -> None:
     request = result.request
+    frames = f"{request.num_frames} frame{'' if request.num_frames == 1 else 's'}"
     print(
-        f"Wrote {result.output_path} ({request.width}x{request.height}, {request.num_frames} frames at {request.fps} fps, "
+        f"Wrote {result.output_path} ({request.width}x{request.height}, {frames} at {request.fps} fps, "
         f"seed {result.seed}, {result.seconds:.1f} s)"
     )
     print(f"Settings: {result.sidecar_path}")
