@@ -14,7 +14,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import load_average, module_command, summarize, write_results
+from benchmarks.common import benchmark_parser, start_run, load_average, module_command, summarize, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +111,10 @@ def run(size: str = "full", launches: int | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=tuple(SIZES), default="full", help="launches per variant: full 5, smoke 1")
+    parser = benchmark_parser(__doc__, SIZES, "launches per variant: full 5, smoke 1")
     parser.add_argument("--launches", type=int, default=None, help="timed launches per variant (overrides --size)")
-    parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_run(args)
     figures = run(args.size, args.launches)
     path = write_results(NAME, figures, module_command(NAME, argv), args.output_dir)
     print(f"wrote {path}")

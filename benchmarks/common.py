@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
+import logging
 import math
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,30 @@ def limit_compile_workers() -> int | None:
         inductor_config.compile_threads = 1
     threads: int | None = inductor_config.compile_threads
     return threads
+
+
+def benchmark_parser(doc: str | None, sizes: Iterable[str], size_help: str) -> argparse.ArgumentParser:
+    """Return a parser with the ``--size`` and ``--output-dir`` options that every benchmark script takes.
+
+    ``doc`` is the script's module docstring; its first line becomes the description.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--size", choices=tuple(sizes), default="full", help=size_help)
+    parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
+    return parser
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's own choice, the core count)"
+    )
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` when the parser has it, and send benchmark progress logs to stderr."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

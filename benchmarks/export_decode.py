@@ -1,7 +1,7 @@
 """Benchmark MP4 export with ``write_mp4`` and the player's decode rate for the same file.
 
 The frames are a synthetic test pattern (colour gradients with a moving disc
-and moving stripes), made up front so that the encode time holds ffmpeg only.
+and moving stripes), made up front so that the encode time counts ffmpeg only.
 Random noise would be unrepresentative: it cannot be compressed and makes
 x264 many times slower than on rendered video.
 
@@ -16,7 +16,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy
 
-from benchmarks.common import load_average, module_command, summarize, write_results
+from benchmarks.common import benchmark_parser, start_run, load_average, module_command, summarize, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +116,10 @@ def run(size: str = "full", repeats: int | None = None, work_dir: Path | None = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=tuple(SIZES), default="full", help="video size (default: full, 81 frames of 3840x2160)")
+    parser = benchmark_parser(__doc__, SIZES, "video size (default: full, 81 frames of 3840x2160)")
     parser.add_argument("--repeats", type=int, default=None, help="encode and decode rounds (default: 2, smoke 1)")
-    parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_run(args)
     figures = run(args.size, args.repeats)
     path = write_results(NAME, figures, module_command(NAME, argv), args.output_dir)
     print(f"wrote {path}")

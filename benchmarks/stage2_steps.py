@@ -13,17 +13,15 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import limit_compile_workers, load_average, module_command, summarize, write_results
+from benchmarks.common import add_threads_option, benchmark_parser, start_run, limit_compile_workers, load_average, module_command, summarize, write_results
 from benchmarks.stage2_harness import (
     METHOD_CASES,
     WAN_1_3B,
@@ -154,17 +152,11 @@ def run(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=tuple(SIZES), default="full", help="grid and model to run (default: full)")
+    parser = benchmark_parser(__doc__, SIZES, "grid and model to run (default: full)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 3, smoke 1)")
-    parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's own choice, the core count)"
-    )
+    add_threads_option(parser)
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_run(args)
     figures = run(args.size, args.repeats)
     path = write_results(NAME, figures, module_command(NAME, argv), args.output_dir)
     print(f"wrote {path}")

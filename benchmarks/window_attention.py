@@ -27,19 +27,19 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.common import (
+    benchmark_parser,
+    start_run,
     interleaved_times,
     limit_compile_workers,
     load_average,
@@ -282,12 +282,10 @@ def run(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("full", "smoke"), default="full", help="grids to run (default: full)")
+    parser = benchmark_parser(__doc__, ("full", "smoke"), "grids to run (default: full)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per grid (default: 3, smoke 1)")
-    parser.add_argument("--output-dir", type=Path, default=None, help="folder for the JSON (default: benchmarks/results)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_run(args)
     figures = run(args.size, args.repeats)
     path = write_results(NAME, figures, module_command(NAME, argv), args.output_dir)
     print(f"wrote {path}")
