@@ -1,6 +1,6 @@
 """FreeSwim Studio: the desktop front end of the FreeSwim engine.
 
-``freeswim_app`` holds the app's state (projects, the job queue, settings), the
+``freeswim_app`` contains the app's state (projects, the job queue, settings), the
 engine worker thread, the headless runner and, in ``freeswim_app.ui``, the
 widgets. Importing this package loads neither torch nor the engine, so the
 window can open before the first render imports them.

@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 class JobState(str, enum.Enum):
-    """Where a job is in its life; stored in ``project.json`` by value."""
+    """Lifecycle state of a job, stored in ``project.json`` by value."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -54,7 +54,7 @@ class JobState(str, enum.Enum):
 
 
 class JobKind(str, enum.Enum):
-    """What the engine does with the request."""
+    """Kind of engine run a job makes: text-to-video render or upscale."""
 
     RENDER = "render"  # text to video: stage 1 at the base size, then stage 2 at the target size
     UPSCALE = "upscale"  # stage 2 only, from ``request["input_video"]``
@@ -79,7 +79,7 @@ class JobProgress:
 
 @dataclasses.dataclass
 class JobResult:
-    """What a finished render produced; paths are absolute in memory."""
+    """Outputs of a finished render, with absolute paths in memory."""
 
     output_path: Path | None = None  # the MP4
     sidecar_path: Path | None = None  # JSON with the resolved request next to the MP4
@@ -90,7 +90,7 @@ class JobResult:
     seconds: float | None = None  # wall time of the render
     warnings: list[str] = dataclasses.field(default_factory=list)
     plan_summary: str | None = None  # memory plan in words, when the engine made one
-    # The engine's request with every default filled in (seed, frames, steps); the job's own
+    # The engine's request with every default filled in (seed, frames, steps). The job's own
     # request keeps what the user entered, so a duplicate of a random-seed job gets a new seed.
     resolved_request: dict[str, Any] | None = None
 

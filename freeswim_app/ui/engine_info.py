@@ -145,7 +145,7 @@ class RequestAnalysisWorker(QObject):
         self._thread.start()
 
     def analyse(self, generation: int, request: Any, info: Any, is_valid: bool) -> None:
-        """Queue `request` (a RenderRequest) for analysis; `is_valid` says whether to plan its memory."""
+        """Queue `request` (a RenderRequest) for analysis; `is_valid` sets whether to plan its memory."""
         with self._condition:
             self._pending = (generation, request, info, is_valid)
             self._condition.notify()

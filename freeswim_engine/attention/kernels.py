@@ -195,7 +195,7 @@ def check_compiled_attention(device: torch.device | str | None = None) -> tuple[
     generator = torch.Generator().manual_seed(0)
     shape = (1, 2, geometry.sequence_length, 16)
     query, key, value = (torch.randn(shape, generator=generator).to(device) for _ in range(3))
-    # CPU renders never call flex attention, so the message says the result does not affect them.
+    # CPU renders never call flex attention, so the message states that the result does not affect them.
     cpu_note = " CPU renders use gathered-window SDPA, which needs no compiler." if device.type == "cpu" else ""
     try:
         result = _compiled_window_attention(query, key, value, geometry, scale=None)
